@@ -1,0 +1,51 @@
+"""Every exception gdtrustar raises, grouped by how the caller recovers.
+
+* ``ConfigError`` is fatal for the run (exit 2): nothing can be delivered until the user fixes it.
+* ``InvalidFindingError`` is skippable: one document is reported ``invalid`` and the run goes on.
+* ``RetriableError`` / ``PermanentDeliveryError`` come from the Station boundary: the first may
+  succeed if repeated (429, 5xx, dropped connections), the second will not (4xx other than 429).
+* ``EndpointMissingError`` tells the Station client to switch to its look-up-then-write fallback.
+
+Foreign exceptions are wrapped where they enter (``raise ... from exc``) so the delivery engine
+only ever handles these types.
+"""
+
+from __future__ import annotations
+
+
+class GdTrustarError(Exception):
+    """Base class for all gdtrustar errors."""
+
+
+class ConfigError(GdTrustarError):
+    """Settings are missing or wrong (credentials, enclave permissions, AWS access)."""
+
+
+class InvalidFindingError(GdTrustarError):
+    """A document is not a GuardDuty finding we can map; the message says why."""
+
+
+class DeliveryError(GdTrustarError):
+    """A report could not be written to Station."""
+
+
+class RetriableError(DeliveryError):
+    """The call may succeed if repeated; ``wait`` is the server's requested pause in seconds."""
+
+    def __init__(self, message: str, wait: float | None = None, sent: bool = False) -> None:
+        super().__init__(message)
+        self.wait = wait
+        #: True when the request may have reached Station (lost response): only keyed writes may repeat.
+        self.sent = sent
+
+
+class PermanentDeliveryError(DeliveryError):
+    """Station rejected the report; repeating the same call cannot help."""
+
+
+class EndpointMissingError(DeliveryError):
+    """This Station does not implement the upsert endpoint."""
+
+
+class StationUnavailableError(DeliveryError):
+    """Station kept failing for many findings in a row; the rest of the run is not attempted."""

@@ -1,0 +1,1 @@
+"""Shape detection and normalisation of GuardDuty findings (interface stub; being implemented)."""

@@ -1,0 +1,1 @@
+"""Finding -> Station report (interface stub; being implemented)."""
