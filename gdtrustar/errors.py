@@ -49,3 +49,7 @@ class EndpointMissingError(DeliveryError):
 
 class StationUnavailableError(DeliveryError):
     """Station kept failing for many findings in a row; the rest of the run is not attempted."""
+
+
+class DeployError(GdTrustarError):
+    """Building or deploying the Lambda failed (pip, S3, Secrets Manager, CloudFormation); fatal."""

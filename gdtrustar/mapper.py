@@ -1,1 +1,447 @@
-"""Finding -> Station report (interface stub; being implemented)."""
+"""Finding -> Station report: the only place that knows how a report looks.
+
+A report body is a plain-text triage summary followed by the complete finding as sorted,
+indented JSON, so Station's indicator extraction sees every IP, domain, hash, URL and e-mail
+address. The summary is data-driven: each section is one entry of ``_LAYOUT`` (heading, path,
+fields), rendered by the same few defensive helpers, so a missing or oddly typed section is
+simply omitted and a new resource family is one more entry.
+
+Station rejects a report with more than 500 indicators (api-facts A4; whether the cap is 500 or
+2000 is unconfirmed, so we assume the lower one). Counting is cheap (one ``translate`` and
+``split``, then a regex over the few candidate words); only a finding over the budget pays for
+trimming, which cuts long lists (port probes, source IPs, signals, ...) with a visible note in
+both the summary and the JSON appendix.
+
+Pure and deterministic: the same normalised finding and enclave give a byte-identical Report.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import math
+import re
+from dataclasses import dataclass
+from json.encoder import encode_basestring as _encode_string  # C-accelerated
+from typing import Any
+from urllib.parse import quote
+
+from gdtrustar.findings import is_sample
+
+#: (lower bound, label), highest first; GuardDuty's bands (api-facts B8). Below 1.0 is "reserved"; we say Low.
+SEVERITY_LABELS = ((9.0, "Critical"), (7.0, "High"), (4.0, "Medium"), (0.0, "Low"))
+# Station's title limit is UNCONFIRMED (api-facts A13); 256 keeps titles readable and is a common cap.
+TITLE_LIMIT = 256
+URL_LIMIT = 500  # externalUrl "Limit 500 alphanumeric characters" (api-facts A13)
+INDICATOR_BUDGET = 450  # Station's cap is 500: leave a margin for tokens it counts differently
+_CAPS = (200, 100, 50, 20, 10, 5, 2, 1, 0)  # list lengths tried, in order, when a finding is too big
+_TRIM_REASON = "finding trimmed to stay under Station's 500-indicator limit"
+_CONSOLE_HOSTS = {"aws-cn": "console.amazonaws.cn", "aws-us-gov": "console.amazonaws-us-gov.com"}
+
+_SEPARATORS = str.maketrans(dict.fromkeys("\"',;()[]{}<>=/\\|*!?$^`&#~", " "))
+_WHOLE_INDICATOR = re.compile(
+    r"(?:(?:\d{1,3}\.){3}\d{1,3}"  # IPv4
+    r"|(?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,63}"  # domain names (file names like x.sh too: over-counting is safe)
+    r"|[\w.%+-]+@(?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,63}"  # e-mail addresses
+    r"|[0-9A-Fa-f]{64}|[0-9A-Fa-f]{40}|[0-9A-Fa-f]{32}"  # sha256 / sha1 / md5 (finding ids look like md5)
+    r"|[0-9A-Fa-f:.]*::[0-9A-Fa-f:.]*|[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{1,4}){3,7}(?:\.\d{1,3}){0,3}"  # IPv6
+    r")\Z"
+)
+_URL = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s\"'<>,]+")
+
+
+def _fields(spec: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """Compile "path, path=Label, ..." into ((label, keys), ...); labels default to the last key."""
+    out = []
+    for entry in spec.split(","):
+        path, _, label = entry.strip().partition("=")
+        if not label:
+            words = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", path.rsplit(".", 1)[-1]).lower()
+            label = words[:1].upper() + words[1:]
+        out.append((label, tuple(path.split("."))))
+    return tuple(out)
+
+
+# The summary, one section per entry: "- Heading | path | fields" renders the object (or each
+# object of a list) as a block, "* ..." renders one line per list item. Fields are dotted paths
+# (lists on the way are flattened), optionally "=Label"; $REMOTE and $PROCESS are shared groups.
+_REMOTE = ("remoteIpDetails.ipAddressV4=Remote IP, remoteIpDetails.ipAddressV6=Remote IPv6, "
+           "remoteIpDetails.country.countryName=Country, remoteIpDetails.city.cityName=City, "
+           "remoteIpDetails.organization.org=Organization, remoteIpDetails.organization.asnOrg=AS org, "
+           "remoteIpDetails.organization.asn=ASN, remoteIpDetails.organization.isp=ISP, "
+           "remoteIpDetails.geoLocation.lat=Latitude, remoteIpDetails.geoLocation.lon=Longitude")
+_PROCESS = "name, executablePath, executableSha256=Executable SHA-256, pid=PID, user, userId, startTime"
+_OVERVIEW = _fields(
+    "type, accountId=Account, region, partition, id=Finding ID, arn=Finding ARN, createdAt=Created, "
+    "updatedAt=Updated, service.eventFirstSeen=First seen, service.eventLastSeen=Last seen, "
+    "service.count=Count, service.archived=Archived, resource.resourceType=Resource type, "
+    "service.resourceRole=Resource role, service.featureName=Detected by, service.detectorId=Detector ID, "
+    "associatedAttackSequenceArn=Attack sequence ARN, service.action.actionType=Action type")
+_LAYOUT = """
+- EC2 instance | resource.instanceDetails | instanceId=Instance ID, instanceType, instanceState,
+  imageId=Image ID, imageDescription, platform, launchTime, availabilityZone,
+  iamInstanceProfile.arn=Instance profile, outpostArn, tags
+- Network interface | resource.instanceDetails.networkInterfaces | networkInterfaceId=ID, vpcId=VPC,
+  subnetId=Subnet, privateIpAddress=Private IP, privateIpAddresses.privateIpAddress=Private IPs,
+  privateDnsName=Private DNS, publicIp=Public IP, publicDnsName=Public DNS, ipv6Addresses=IPv6,
+  securityGroups.groupId=Security groups, securityGroups.groupName=Security group names
+- IAM access key | resource.accessKeyDetails | accessKeyId=Access key ID, principalId=Principal ID,
+  userName, userType
+- S3 bucket | resource.s3BucketDetails | name, arn=ARN, type, createdAt, owner.id=Owner,
+  publicAccess.effectivePermission=Public access, defaultServerSideEncryption.encryptionType=Encryption,
+  s3ObjectDetails.key=Objects, tags
+- EKS cluster | resource.eksClusterDetails | name, arn=ARN, vpcId=VPC, status, createdAt, tags
+- Kubernetes user | resource.kubernetesDetails.kubernetesUserDetails | username, uid=UID, groups,
+  sessionName, impersonatedUser.username=Impersonated user
+- Kubernetes workload | resource.kubernetesDetails.kubernetesWorkloadDetails | name, type, namespace,
+  uid=UID, serviceAccountName, hostNetwork, containers.name=Containers, containers.image=Images,
+  containers.securityContext.privileged=Privileged
+- ECS cluster | resource.ecsClusterDetails | name, arn=ARN, status, tags
+- ECS task | resource.ecsClusterDetails.taskDetails | arn=ARN, definitionArn=Definition ARN, version,
+  createdAt, startedAt, startedBy, group, launchType, containers.name=Containers, containers.image=Images
+- Container | resource.containerDetails | name, id=ID, image, imagePrefix, containerRuntime
+- RDS DB instance | resource.rdsDbInstanceDetails | dbInstanceIdentifier=DB instance, dbInstanceArn=ARN,
+  dbClusterIdentifier=DB cluster, engine, engineVersion, tags
+- RDS DB user | resource.rdsDbUserDetails | user, application, database, ssl=SSL, authMethod
+- Lambda function | resource.lambdaDetails | functionName=Name, functionArn=ARN, functionVersion=Version,
+  role, description, lastModifiedAt, vpcConfig.vpcId=VPC, tags
+* EBS volume | resource.ebsVolumeDetails.scannedVolumeDetails | volumeArn=Volume ARN, deviceName,
+  volumeType, volumeSizeInGB=Size (GB), encryptionType, snapshotArn=Snapshot ARN
+- AWS API call | service.action.awsApiCallAction | api=API, serviceName=Service, callerType, errorCode,
+  userAgent, domainDetails.domain=Domain, remoteAccountDetails.accountId=Remote account,
+  affectedResources, $REMOTE
+- Network connection | service.action.networkConnectionAction | connectionDirection=Direction, protocol,
+  blocked, localIpDetails.ipAddressV4=Local IP, localIpDetails.ipAddressV6=Local IPv6,
+  localPortDetails.port=Local port, localPortDetails.portName=Local port name,
+  remotePortDetails.port=Remote port, remotePortDetails.portName=Remote port name, $REMOTE
+* Port probe | service.action.portProbeAction.portProbeDetails | localPortDetails.port=Local port,
+  localPortDetails.portName=Port name, localIpDetails.ipAddressV4=Local IP, $REMOTE
+- DNS request | service.action.dnsRequestAction | domain, domainWithSuffix, protocol, blocked,
+  vpcOwnerAccountId=VPC owner
+- Kubernetes API call | service.action.kubernetesApiCallAction | requestUri=Request URI, verb,
+  sourceIPs=Source IPs, userAgent, statusCode, namespace, resource, subresource, resourceName,
+  parameters, $REMOTE
+- Kubernetes permission check | service.action.kubernetesPermissionCheckedDetails | verb, resource,
+  namespace, allowed
+- RDS login attempt | service.action.rdsLoginAttemptAction | $REMOTE
+* RDS login | service.action.rdsLoginAttemptAction.LoginAttributes | user, application,
+  failedLoginAttempts, successfulLoginAttempts
+- Process | service.runtimeDetails.process | $PROCESS, namespacePid=Namespace PID, euid=EUID, pwd
+* Parent process | service.runtimeDetails.process.lineage | $PROCESS
+- Runtime context | service.runtimeDetails.context | scriptPath, commandLineExample, threatFilePath,
+  libraryPath, ldPreloadValue=LD_PRELOAD, moduleName, moduleFilePath, moduleSha256=Module SHA-256,
+  shellHistoryFilePath, mountSource, mountTarget, socketPath, runcBinaryPath, releaseAgentPath, toolName,
+  toolCategory, modifyingProcess.name=Modifying process,
+  modifyingProcess.executableSha256=Modifying process SHA-256, targetProcess.name=Target process
+- Malware scan | service.ebsVolumeScanDetails | scanId=Scan ID, scanType, scanStartedAt, scanCompletedAt,
+  triggerFindingId=Trigger finding, sources
+* Threat | service.ebsVolumeScanDetails.scanDetections.threatDetectedByName.threatNames | name, severity,
+  itemCount, filePaths.filePath=Files, filePaths.hash=Hashes, filePaths.volumeArn=Volumes
+- Malware scan | service.malwareScanDetails | scanId=Scan ID, scanType, scanCategory, uniqueThreatCount
+* Threat | service.malwareScanDetails.threats | name, source, hash, count, itemPaths.nestedItemPath=Paths,
+  itemPaths.hash=Hashes
+- Attack sequence | service.detection.sequence | uid=UID, description, additionalSequenceTypes
+* Sequence indicator | service.detection.sequence.sequenceIndicators | key, title, values
+* Signal | service.detection.sequence.signals | name, type, severity, count, firstSeenAt, lastSeenAt,
+  signalIndicators.indicatorValues=Indicators, description, uid=UID
+* Actor | service.detection.sequence.actors | id=ID, user.name=User, user.type=User type,
+  user.credentialUid=Credential, user.account.uid=Account, session.mfaStatus=MFA, process.name=Process
+* Endpoint | service.detection.sequence.endpoints | id=ID, ip=IP, domain, port, location.country=Country,
+  location.city=City, autonomousSystem.name=AS, autonomousSystem.number=ASN, connection.direction
+* Sequence resource | service.detection.sequence.resources | uid=UID, name, resourceType,
+  accountId=Account, region
+* Threat intelligence | service.evidence.threatIntelligenceDetails | threatListName=Threat list,
+  threatNames, threatFileSha256=File SHA-256
+"""
+
+
+def _sections(layout: str) -> tuple[tuple[str, tuple[str, ...], tuple, bool], ...]:
+    """Compile ``_LAYOUT`` into (heading, path keys, fields, one line per item) rows."""
+    text = layout.replace("$REMOTE", _REMOTE).replace("$PROCESS", _PROCESS).replace("\n  ", " ")
+    out = []
+    for line in text.strip().splitlines():
+        heading, path, spec = (part.strip() for part in line[1:].split("|"))
+        out.append((heading, tuple(path.split(".")), _fields(spec), line[0] == "*"))
+    return tuple(out)
+
+
+_SECTIONS = _sections(_LAYOUT)
+
+
+def severity_label(severity: float) -> str:
+    """Return GuardDuty's band name (Low/Medium/High/Critical) for a severity score."""
+    for bound, label in SEVERITY_LABELS:
+        if isinstance(severity, (int, float)) and severity >= bound:
+            return label
+    return "Low"
+
+
+def external_id(enclave_id: str, finding_id: str) -> str:
+    """Return base64("<enclave>|<finding id>"), the original integration's key, so its reports are updated."""
+    return base64.b64encode(f"{enclave_id}|{finding_id}".encode()).decode("ascii")
+
+
+def console_url(finding: dict) -> str:
+    """Return the GuardDuty console link to the finding, in its own region and partition."""
+    region = quote(str(finding.get("region") or "us-east-1"), safe="")
+    partition = finding.get("partition") or (
+        "aws-cn" if region.startswith("cn-") else "aws-us-gov" if region.startswith("us-gov-") else "aws")
+    host = _CONSOLE_HOSTS.get(partition, f"{region}.console.aws.amazon.com")
+    base = f"https://{host}/guardduty/home?region={region}#/findings?macros=current"
+    url = f"{base}&fId={quote(str(finding.get('id', '')), safe='')}"
+    return url if len(url) <= URL_LIMIT else base[:URL_LIMIT]
+
+
+@dataclass(frozen=True)
+class Report:
+    """One Station incident report, ready to submit."""
+
+    title: str
+    body: str
+    time_began: str
+    external_id: str
+    external_url: str
+    enclave_id: str
+
+    def payload(self) -> dict:
+        """Return the v1.3 report JSON (api-facts A4); an empty timeBegan lets Station use now."""
+        return {"title": self.title, "reportBody": self.body, "timeBegan": self.time_began or None,
+                "externalTrackingId": self.external_id, "externalUrl": self.external_url,
+                "enclaveIds": [self.enclave_id], "distributionType": "ENCLAVE"}
+
+    def digest(self) -> str:
+        """Return a sha256 of the payload: the ledger compares it to tell "changed" from "same"."""
+        return hashlib.sha256(json.dumps(self.payload(), sort_keys=True).encode()).hexdigest()
+
+
+def build_report(finding: dict, enclave_id: str) -> Report:
+    """Map a normalised finding (``findings.normalize`` output) to its Station report."""
+    strings: list[str] = []
+    appendix = _appendix(finding, strings)
+    body = _body(finding, (), appendix)
+    # The summary only repeats the finding's strings, so a cheap upper bound over those distinct
+    # strings spares the exact count of the whole body on the common (small) path.
+    if _indicator_bound("\n".join(set(strings))) > INDICATOR_BUDGET - 100:
+        if count_indicators(body) > INDICATOR_BUDGET:
+            body = _trimmed_body(finding)
+    return Report(title=_title(finding), body=body, time_began=_time_began(finding),
+                  external_id=external_id(enclave_id, str(finding.get("id", ""))),
+                  external_url=console_url(finding), enclave_id=enclave_id)
+
+
+def count_indicators(text: str) -> int:
+    """Count distinct indicator-like tokens (IPs, domains, hashes, URLs, e-mails) as Station might.
+
+    Speed: indicators hold no separators, so the text is cut into distinct words by one C-level
+    ``translate`` + ``split`` and only words with a dot, an @, a colon or hash length are matched.
+    """
+    found = set()
+    for word in _candidates(text):
+        word = word.strip(".:-")
+        if _WHOLE_INDICATOR.match(word):
+            found.add(word)
+        elif ":" in word:  # host:port, arn:...:1.2.3.4 and the like
+            found.update(part for part in word.split(":") if _WHOLE_INDICATOR.match(part))
+    if "://" in text:
+        found.update(_URL.findall(text))
+    return len(found)
+
+
+def _candidates(text: str) -> list[str]:
+    words = set(text.translate(_SEPARATORS).split())
+    return [word for word in words if "." in word or ":" in word or "@" in word or len(word) >= 32]
+
+
+def _indicator_bound(text: str) -> int:
+    """An upper bound of ``count_indicators(text)``: every candidate word, and each colon part."""
+    return sum(1 + word.count(":") for word in _candidates(text)) + text.count("://")
+
+
+def _title(finding: dict) -> str:
+    text = str(finding.get("title") or finding.get("type") or "GuardDuty finding")
+    if is_sample(finding) and not text.startswith("[SAMPLE]"):
+        text = "[SAMPLE] " + text
+    text = " ".join(f"[{severity_label(finding.get('severity'))}] {text}".split())
+    return text if len(text) <= TITLE_LIMIT else text[:TITLE_LIMIT - 1] + "…"
+
+
+def _time_began(finding: dict) -> str:
+    """Whole seconds with an explicit offset: the form Station documents (api-facts A4)."""
+    service = finding.get("service")
+    first_seen = service.get("eventFirstSeen") if isinstance(service, dict) else None
+    for stamp in (first_seen, finding.get("createdAt"), finding.get("updatedAt")):
+        if isinstance(stamp, str) and len(stamp) == 24 and stamp.endswith("Z"):  # canonical from normalize()
+            return stamp[:19] + "+00:00"
+    return ""
+
+
+def _body(finding: dict, notes: tuple[str, ...] | list[str], appendix: str = "") -> str:
+    severity = finding.get("severity")
+    lines = [f"GuardDuty finding: {finding.get('title') or finding.get('type')}"]
+    lines.extend(f"NOTE: {note}" for note in notes)
+    lines.append(f"Severity: {severity} ({severity_label(severity)})")
+    lines.extend(f"{label}: {text}" for label, text in _values(finding, _OVERVIEW))
+    if is_sample(finding):
+        lines.append("Sample: yes (generated by GuardDuty, not real activity)")
+    for heading, path, fields, rows in _SECTIONS:
+        target = _dig(finding, path)
+        if not target or isinstance(target, str):
+            continue
+        for index, item in enumerate(target if isinstance(target, list) else (target,)):
+            numbered = heading if rows or not isinstance(target, list) else f"{heading} {index + 1}"
+            _render(lines, numbered, item, fields, rows)
+    info = _dig(finding, ("service", "additionalInfo"))
+    if isinstance(info, dict) and info:
+        lines.append("Additional info:")
+        lines.extend(f"  {key}: {_text(info[key])}" for key in sorted(info, key=str))
+    if finding.get("description"):
+        lines.extend(("", "Description:", str(finding["description"])))
+    lines.extend(("", "Full finding (JSON):", appendix or to_json(finding), ""))
+    return "\n".join(lines)
+
+
+def _render(lines: list[str], heading: str, item: Any, fields: tuple, rows: bool) -> None:
+    if isinstance(item, str):  # a trim note standing in for omitted list entries
+        lines.append(f"  {item}")
+        return
+    pairs = _values(item, fields)
+    if not pairs:
+        return
+    if rows:
+        lines.append(f"  - {heading}: " + "; ".join(f"{label}: {text}" for label, text in pairs))
+    else:
+        lines.append(f"{heading}:")
+        lines.extend(f"  {label}: {text}" for label, text in pairs)
+
+
+def _values(obj: Any, fields: tuple) -> list[tuple[str, str]]:
+    """Return (label, text) for every field present in ``obj``; lists along a path are flattened."""
+    pairs = []
+    for label, keys in fields:
+        value = obj
+        for key in keys:  # fast path: plain nested objects
+            if value.__class__ is not dict:
+                break
+            value = value.get(key)
+        else:
+            if value.__class__ is str or value.__class__ is int or value.__class__ is float:
+                if value != "":
+                    pairs.append((label, value if value.__class__ is str else _text(value)))
+                continue
+        if value is None:
+            continue
+        found = _lookup(obj, keys)  # lists on the way, or a list / object at the end
+        if found:
+            texts = [_text(element) for element in found]
+            pairs.append((label, ", ".join(dict.fromkeys(texts))))
+    return pairs
+
+
+def _lookup(obj: Any, keys: tuple[str, ...]) -> list[Any]:
+    for position, key in enumerate(keys):
+        if isinstance(obj, dict):
+            obj = obj.get(key)
+        elif isinstance(obj, list):
+            return [value for element in obj for value in _lookup(element, keys[position:])]
+        else:
+            return []
+    if isinstance(obj, list):
+        return [value for value in obj if value is not None and value != "" and value != {}]
+    return [] if obj is None or obj == "" or obj == {} else [obj]
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        if len(value) == 2 and "key" in value and "value" in value:
+            return f"{value['key']}={value['value']}"  # tags
+        return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
+    if isinstance(value, list):
+        return ", ".join(_text(element) for element in value)
+    return str(value)
+
+
+def _dig(obj: Any, path: tuple[str, ...]) -> Any:
+    for key in path:
+        if not isinstance(obj, dict):
+            return None
+        obj = obj.get(key)
+    return obj
+
+
+def to_json(value: Any) -> str:
+    """Return exactly ``json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False)``, faster.
+
+    The stdlib's C encoder ignores ``indent`` and its pure-Python fallback was the largest cost of
+    a report; this writer recurses only into containers and encodes strings in C.
+    """
+    return _appendix(value, [])
+
+
+def _appendix(value: Any, strings: list[str]) -> str:
+    """``to_json`` that also collects every string (values and keys) it writes into ``strings``."""
+    try:
+        return _json_value(value, "", strings)
+    except (TypeError, ValueError, RecursionError):  # unsortable keys, odd floats: let the stdlib decide
+        strings.append(json.dumps(value, ensure_ascii=False, default=str))
+        return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
+
+
+def _json_value(value: Any, indent: str, strings: list[str]) -> str:
+    cls = value.__class__
+    if cls is dict or cls is list:
+        if not value:
+            return "{}" if cls is dict else "[]"
+        inner = indent + "  "
+        keep = strings.append
+        if cls is dict:
+            strings.extend(value)
+            parts = [_encode_string(key) + ": " + (
+                     _encode_string(element) if element.__class__ is str and not keep(element)
+                     else _json_value(element, inner, strings)) for key, element in sorted(value.items())]
+            return "{\n" + inner + (",\n" + inner).join(parts) + "\n" + indent + "}"
+        parts = [_encode_string(element) if element.__class__ is str and not keep(element)
+                 else _json_value(element, inner, strings) for element in value]
+        return "[\n" + inner + (",\n" + inner).join(parts) + "\n" + indent + "]"
+    if isinstance(value, str):
+        strings.append(value)
+        return _encode_string(value)
+    if value is None or cls is bool:
+        return "null" if value is None else "true" if value else "false"
+    if isinstance(value, int):
+        return int.__repr__(value)
+    if isinstance(value, float) and math.isfinite(value):
+        return float.__repr__(value)
+    raise TypeError(f"not plain JSON: {type(value).__name__}")
+
+
+def _trimmed_body(finding: dict) -> str:
+    """Cut ever more of the long lists until the body fits Station's indicator cap."""
+    for cap in _CAPS:
+        notes: list[str] = []
+        body = _body(_cap_lists(finding, cap, "", notes), notes)
+        if count_indicators(body) <= INDICATOR_BUDGET:
+            return body
+    # The indicators sit in long strings, not lists: keep the identifying fields only.
+    keep = ("id", "arn", "type", "title", "severity", "accountId", "region", "partition", "createdAt",
+            "updatedAt")
+    note = f"the finding's details were omitted ({_TRIM_REASON}); see the GuardDuty console"
+    return _body({key: finding[key] for key in keep if key in finding}, [note])
+
+
+def _cap_lists(obj: Any, cap: int, name: str, notes: list[str]) -> Any:
+    """Copy ``obj`` with every list longer than ``cap`` cut, leaving a note where entries went."""
+    if isinstance(obj, dict):
+        return {key: _cap_lists(obj[key], cap, str(key), notes) for key in sorted(obj, key=str)}
+    if not isinstance(obj, list):
+        return obj
+    kept = [_cap_lists(element, cap, name, notes) for element in obj[:cap]]
+    if len(obj) > cap:
+        note = f"… {len(obj) - cap:,} more {name} entries omitted ({_TRIM_REASON})"
+        notes.append(note)
+        kept.append(note)
+    return kept

@@ -1,0 +1,122 @@
+"""The composition root: wires settings, Station clients, ledger, output and failures into a run.
+
+Commands (and tests) get a ``Run`` from ``open_run`` and feed it items; nothing else in the package
+constructs clients, clocks or consoles, so every piece below can be given simulators instead.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Optional
+
+from gdtrustar.delivery import Engine, Item, Summary
+from gdtrustar.failures import FailuresFile
+from gdtrustar.ledger import Ledger, default_path
+from gdtrustar.output import Reporter
+from gdtrustar.pacing import Backoff, TokenBucket
+from gdtrustar.settings import Settings
+
+
+class ExitStatus(enum.IntEnum):
+    """Process exit codes (a contract)."""
+
+    SUCCESS = 0
+    UNDELIVERED = 1  # some findings invalid or failed: listed in the failures file
+    ERROR = 2  # usage or configuration error
+    INTERRUPTED = 130
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Flags shared by ``send`` and ``backfill``."""
+
+    dry_run: bool = False
+    concurrency: int = 8
+    failures: Optional[Path] = None
+    exclude_samples: bool = False
+    state: Optional[Path] = None
+    force: bool = False
+    json: bool = False
+    verbosity: int = 0
+
+
+def backoff_from_env() -> Backoff:
+    """Retry tuning knobs (documented in README) for slow links or fast tests."""
+    return Backoff(
+        base=float(os.environ.get("GDTRUSTAR_BACKOFF_BASE", "0.5")),
+        cap=float(os.environ.get("GDTRUSTAR_BACKOFF_CAP", "20")),
+        attempts=int(os.environ.get("GDTRUSTAR_RETRY_ATTEMPTS", "6")),
+    )
+
+
+class Run:
+    """One delivery run: engine + reporter + failures file + ledger, finished exactly once."""
+
+    def __init__(self, settings: Settings, options: RunOptions) -> None:
+        self.options = options
+        self.reporter = Reporter(json_mode=options.json, dry_run=options.dry_run, verbosity=options.verbosity)
+        self.failures = FailuresFile(options.failures, explicit=options.failures is not None)
+        self.ledger: Optional[Ledger] = None
+        factory = None
+        if not options.dry_run:
+            settings.require_credentials()
+            settings.require_enclaves()
+            factory = station_factory(settings)
+            factory().check_enclaves(settings.enclave_ids)
+            self.ledger = Ledger(options.state or default_path(), settings.api_endpoint)
+        self.engine = Engine(
+            enclave_ids=settings.enclave_ids,
+            sink=self._sink,
+            client_factory=factory,
+            ledger=self.ledger,
+            concurrency=options.concurrency,
+            exclude_samples=options.exclude_samples,
+            force=options.force,
+        )
+
+    def _sink(self, outcome) -> None:
+        self.reporter(outcome)
+        self.failures.add(outcome)
+
+    def deliver(self, items: Iterable[Item]) -> Summary:
+        """Deliver a stream of items and finish the run."""
+        summary = self.engine.run(items)
+        self.finish()
+        return summary
+
+    def finish(self) -> None:
+        """Close the ledger and failures file and print the summary."""
+        summary = self.engine.summary
+        if summary.finished is None:
+            self.engine.close()
+        if self.ledger is not None:
+            self.ledger.close()
+        path = self.failures.close()
+        self.reporter.finish(summary, path)
+
+    def exit_status(self) -> ExitStatus:
+        summary = self.engine.summary
+        if summary.interrupted:
+            return ExitStatus.INTERRUPTED
+        return ExitStatus.UNDELIVERED if summary.problems else ExitStatus.SUCCESS
+
+
+def station_factory(settings: Settings):
+    """A factory of per-thread Station clients sharing one pacer and one upsert switch."""
+    from gdtrustar.station import StationClient, UpsertSupport  # deferred: the SDK is slow to import
+
+    bucket = TokenBucket(settings.max_rate)
+    upsert = UpsertSupport()
+    backoff = backoff_from_env()
+    lock = threading.Lock()
+
+    def make() -> StationClient:
+        with lock:  # SDK construction touches module-level logging state
+            return StationClient(settings, bucket, upsert, backoff, time.sleep)
+
+    return make

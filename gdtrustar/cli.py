@@ -1,0 +1,113 @@
+"""The command line: parses flags, builds settings, calls the library, sets exit codes. No logic."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import click
+
+from gdtrustar import __version__
+from gdtrustar.errors import GdTrustarError
+from gdtrustar.logs import redact, setup_logging
+from gdtrustar.options import settings_from, station_options, verbosity_options
+
+EXIT_ERROR, EXIT_INTERRUPTED = 2, 130
+
+
+def run_options(func: Callable) -> Callable:
+    """Flags shared by ``send`` and ``backfill``."""
+    options = (
+        click.option("--dry-run", is_flag=True, help="Map and show the reports; send nothing, no credentials needed."),
+        click.option("--concurrency", type=click.IntRange(1, 64), default=8, show_default=True,
+                     help="Parallel Station writes (all share the --max-rate budget)."),
+        click.option("--failures", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+                     help="Write undelivered findings here (JSON Lines that `gdtrustar send` replays)."),
+        click.option("--exclude-samples", is_flag=True, help="Skip GuardDuty's generated sample findings."),
+        click.option("--state", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+                     help="Ledger of delivered findings (default: $XDG_STATE_HOME/gdtrustar/ledger.sqlite3)."),
+        click.option("--force", is_flag=True, help="Write findings even if the ledger says they are unchanged."),
+        click.option("--json", "json_mode", is_flag=True, help="JSON Lines on stdout, one record per finding and enclave."),
+    )
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def run_options_from(kwargs: dict) -> Any:
+    """Pop the shared run flags into a RunOptions."""
+    from gdtrustar.app import RunOptions
+
+    return RunOptions(
+        dry_run=kwargs.pop("dry_run"),
+        concurrency=kwargs.pop("concurrency"),
+        failures=kwargs.pop("failures"),
+        exclude_samples=kwargs.pop("exclude_samples"),
+        state=kwargs.pop("state"),
+        force=kwargs.pop("force"),
+        json=kwargs.pop("json_mode"),
+        verbosity=click.get_current_context().meta.get("gdtrustar.verbosity", 0),
+    )
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="gdtrustar")
+@click.option("-v", "--verbose", count=True, help="More output (-vv: debug, incl. the SDKs).")
+@click.option("-q", "--quiet", count=True, help="Less output.")
+@click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
+@click.pass_context
+def cli(ctx: click.Context, verbose: int, quiet: int, debug: bool) -> None:
+    """Move AWS GuardDuty findings into TruSTAR Station as incident reports."""
+    ctx.meta["gdtrustar.verbosity"] = verbose - quiet
+    ctx.meta["gdtrustar.debug"] = debug
+
+
+@cli.command()
+@click.argument("sources", nargs=-1, required=True, metavar="SOURCE...")
+@run_options
+@station_options
+@verbosity_options
+def send(sources: tuple[str, ...], **kwargs: Any) -> int:
+    """Send findings from files, directories (recursive) or - (stdin).
+
+    Accepts EventBridge events, camelCase or PascalCase findings, arrays, {"Findings": [...]},
+    JSON Lines, gzip, and failures files written by earlier runs.
+    """
+    from gdtrustar.app import Run
+    from gdtrustar.delivery import items_from
+    from gdtrustar.sources import iter_documents
+
+    options = run_options_from(kwargs)
+    setup_logging(options.verbosity)
+    run = Run(settings_from(kwargs), options)
+    run.deliver(items_from(iter_documents(sources)))
+    return int(run.exit_status())
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    """Console-script entry point: the error boundary around the commands."""
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        status = cli.main(args=argv, prog_name="gdtrustar", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("gdtrustar: interrupted", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(EXIT_ERROR)
+    except KeyboardInterrupt:
+        click.echo("gdtrustar: interrupted", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    except GdTrustarError as exc:
+        if debug:
+            raise
+        click.echo(f"gdtrustar: error: {redact(str(exc))}", err=True)
+        sys.exit(EXIT_ERROR)
+    except Exception as exc:  # the boundary: one line, never a traceback, unless --debug
+        if debug:
+            raise
+        click.echo(f"gdtrustar: error: unexpected {type(exc).__name__}: {redact(str(exc))} (rerun with --debug)",
+                   err=True)
+        sys.exit(1)
+    sys.exit(status if isinstance(status, int) else 0)

@@ -1,0 +1,248 @@
+"""The delivery engine shared by ``send``, ``backfill`` and the Lambda.
+
+Pipeline, left to right::
+
+    documents ─► items (normalised finding | invalid) ─► per enclave: report ─► ledger decision
+        ─► (new/changed) paced keyed write on a worker thread ─► Outcome ─► sink (output, failures)
+
+The main thread owns everything stateful (ledger, sink, counters); workers only call Station, each
+with its own SDK client. At most ``2 × concurrency`` writes are in flight, so memory stays flat for
+any input size. Every item ends as exactly one Outcome per enclave: created, updated, unchanged,
+skipped, dry-run, invalid or failed. After ``BREAKER`` consecutive failures Station is considered
+down and the rest is failed without calls, so a long outage fills the failures file quickly instead
+of retrying every finding for minutes.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator, Optional
+
+from gdtrustar.errors import GdTrustarError, InvalidFindingError
+from gdtrustar.findings import explode, is_sample, normalize
+from gdtrustar.ledger import Ledger, decide
+from gdtrustar.mapper import Report, build_report
+from gdtrustar.sources import Document
+from gdtrustar.station import StationClient, WriteResult
+
+BREAKER = 20
+PLACEHOLDER_ENCLAVE = "<enclave-id>"  # dry run without a configured enclave: show the report anyway
+ACTIONS = ("created", "updated", "unchanged", "skipped", "dry-run", "invalid", "failed")
+
+
+@dataclass
+class Item:
+    """One finding-to-be (normalised) or the reason it cannot be one, with its origin."""
+
+    origin: str
+    finding: Optional[dict] = None
+    error: Optional[str] = None
+    document: Any = None
+
+
+@dataclass
+class Outcome:
+    """What happened to one finding in one enclave."""
+
+    action: str
+    origin: str
+    finding_id: Optional[str] = None
+    enclave_id: Optional[str] = None
+    external_id: Optional[str] = None
+    report_id: Optional[str] = None
+    error: Optional[str] = None
+    report: Optional[dict] = None
+    finding: Optional[dict] = field(default=None, repr=False)
+    document: Any = field(default=None, repr=False)
+    calls: int = 0
+
+    def record(self) -> dict:
+        """The ``--json`` record (keys are a contract)."""
+        out = {
+            "finding_id": self.finding_id,
+            "enclave_id": self.enclave_id,
+            "action": self.action,
+            "external_id": self.external_id,
+            "report_id": self.report_id,
+            "error": self.error,
+            "origin": self.origin,
+        }
+        if self.report is not None:
+            out["report"] = self.report
+        return out
+
+
+@dataclass
+class Summary:
+    """Counts by action; ``findings`` counts findings (and invalid documents), not enclave pairs."""
+
+    counts: dict = field(default_factory=lambda: dict.fromkeys(ACTIONS, 0))
+    findings: int = 0
+    station_calls: int = 0
+    started: float = field(default_factory=time.monotonic)
+    finished: Optional[float] = None
+    interrupted: bool = False
+
+    @property
+    def problems(self) -> int:
+        return self.counts["invalid"] + self.counts["failed"]
+
+    @property
+    def elapsed(self) -> float:
+        return (self.finished or time.monotonic()) - self.started
+
+
+def items_from(documents: Iterable[Document]) -> Iterator[Item]:
+    """Normalise every finding in every document; bad ones become invalid items, never exceptions."""
+    for doc in documents:
+        if doc.error is not None:
+            yield Item(doc.origin, error=doc.error)
+            continue
+        for where, candidate in explode(doc.value):
+            origin = f"{doc.origin}{where and ' ' + where}"
+            try:
+                yield Item(origin, finding=normalize(candidate))
+            except InvalidFindingError as exc:
+                yield Item(origin, error=str(exc), document=candidate)
+            except RecursionError:
+                yield Item(origin, error="document nested too deeply", document=None)
+
+
+class Engine:
+    """Turns items into outcomes; see the module docstring for the flow."""
+
+    def __init__(
+        self,
+        *,
+        enclave_ids: tuple[str, ...],
+        sink: Callable[[Outcome], None],
+        client_factory: Optional[Callable[[], StationClient]] = None,
+        ledger: Optional[Ledger] = None,
+        concurrency: int = 8,
+        exclude_samples: bool = False,
+        force: bool = False,
+        batch_size: int = 50,
+    ) -> None:
+        self.enclave_ids = enclave_ids
+        self.sink = sink
+        self.client_factory = client_factory
+        self.ledger = ledger
+        self.exclude_samples = exclude_samples
+        self.force = force
+        self.batch_size = batch_size
+        self.summary = Summary()
+        self.dry_run = client_factory is None
+        self._local = threading.local()
+        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="station")
+        self._max_in_flight = max(1, concurrency) * 2
+        self._in_flight: set[Future] = set()
+        self._uncommitted = 0
+        self._consecutive_failures = 0
+
+    # -- public -------------------------------------------------------------------------------
+    def run(self, items: Iterable[Item]) -> Summary:
+        """Deliver everything; Ctrl-C stops reading, lets in-flight writes finish, and commits."""
+        try:
+            for item in items:
+                self.submit(item)
+        except KeyboardInterrupt:
+            self.summary.interrupted = True
+        self.close()
+        return self.summary
+
+    def submit(self, item: Item) -> None:
+        """Queue one item; blocks while the in-flight window is full."""
+        self.summary.findings += 1
+        if item.finding is None:
+            self._emit(Outcome("invalid", item.origin, error=item.error, document=item.document))
+            return
+        finding_id = item.finding["id"]
+        for enclave_id in self.enclave_ids or (None,):
+            report = build_report(item.finding, enclave_id or PLACEHOLDER_ENCLAVE)
+            self._route(item, finding_id, enclave_id, report)
+
+    def flush(self) -> None:
+        """Wait for every in-flight write and commit the ledger (a batch boundary)."""
+        while self._in_flight:
+            self._drain(wait_all=True)
+        self._commit()
+
+    def close(self) -> None:
+        try:
+            self.flush()
+        except KeyboardInterrupt:
+            self.summary.interrupted = True
+            self.flush()
+        self._pool.shutdown(wait=True)
+        self.summary.finished = time.monotonic()
+
+    # -- internals ----------------------------------------------------------------------------
+    def _route(self, item: Item, finding_id: str, enclave_id: Optional[str], report: Report) -> None:
+        base = Outcome("skipped", item.origin, finding_id, enclave_id, enclave_id and report.external_id,
+                       finding=item.finding)
+        if self.exclude_samples and is_sample(item.finding):
+            base.error = "sample finding excluded by --exclude-samples"
+            return self._emit(base)
+        if self.dry_run or enclave_id is None:
+            base.action, base.report = "dry-run", report.payload()
+            return self._emit(base)
+        row = self.ledger.lookup(enclave_id, finding_id) if self.ledger else None
+        decision = decide(row, item.finding.get("updatedAt", ""), report.digest(), self.force)
+        if decision == "unchanged":
+            base.action, base.report_id = "unchanged", row.report_id
+            return self._emit(base)
+        while len(self._in_flight) >= self._max_in_flight:
+            self._drain(wait_all=False)
+        future = self._pool.submit(self._write, report)
+        future.context = (base, report, row is not None)  # type: ignore[attr-defined]
+        self._in_flight.add(future)
+
+    def _write(self, report: Report) -> Any:
+        """Runs on a worker thread: never touches the ledger or the sink."""
+        if self._consecutive_failures >= BREAKER:
+            return GdTrustarError(f"not attempted: Station failed {BREAKER} findings in a row")
+        client = getattr(self._local, "client", None)
+        try:
+            if client is None:
+                client = self._local.client = self.client_factory()
+            return client.write(report)
+        except GdTrustarError as exc:
+            return exc
+
+    def _drain(self, wait_all: bool) -> None:
+        done, _ = wait(self._in_flight, return_when=ALL_COMPLETED if wait_all else FIRST_COMPLETED)
+        for future in done:
+            self._in_flight.discard(future)
+            self._complete(future)
+
+    def _complete(self, future: Future) -> None:
+        outcome, report, known = future.context  # type: ignore[attr-defined]
+        result = future.result()
+        if isinstance(result, WriteResult):
+            self._consecutive_failures = 0
+            created = result.existed is False or (result.existed is None and not known)
+            outcome.action = "created" if created else "updated"
+            outcome.report_id, outcome.calls = result.report_id, result.calls
+            if self.ledger is not None:
+                self.ledger.record(outcome.enclave_id, outcome.finding_id, outcome.finding.get("updatedAt", ""),
+                                   report.digest(), result.report_id)
+                self._uncommitted += 1
+        else:
+            self._consecutive_failures += 1
+            outcome.action, outcome.error = "failed", str(result)
+        self._emit(outcome)
+        if self._uncommitted >= self.batch_size:
+            self._commit()
+
+    def _commit(self) -> None:
+        if self.ledger is not None and self._uncommitted:
+            self.ledger.commit()
+            self._uncommitted = 0
+
+    def _emit(self, outcome: Outcome) -> None:
+        self.summary.counts[outcome.action] += 1
+        self.summary.station_calls += outcome.calls
+        self.sink(outcome)

@@ -1,0 +1,124 @@
+"""What was delivered where, in SQLite, so reruns and resumes skip unchanged findings.
+
+Decisions are pure functions over rows (``decide``); ``Ledger`` only owns the database. A row is
+written only after Station confirmed the write, and rows are committed per batch: a crash (even
+SIGKILL) loses at most the uncommitted batch, whose findings the next run simply upserts again,
+which cannot duplicate because the write is keyed by external id.
+
+Rows are keyed by (Station API endpoint, enclave, finding id): the same finding delivered to
+another Station or enclave is another report.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from pathlib import Path
+from typing import Iterator, NamedTuple, Optional
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS deliveries (
+    station TEXT NOT NULL,
+    enclave_id TEXT NOT NULL,
+    finding_id TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    report_id TEXT,
+    delivered_at REAL NOT NULL,
+    PRIMARY KEY (station, enclave_id, finding_id)
+);
+CREATE TABLE IF NOT EXISTS bookmarks (
+    partition_key TEXT PRIMARY KEY,
+    value TEXT NOT NULL,
+    saved_at REAL NOT NULL
+);
+"""
+
+
+class Delivered(NamedTuple):
+    """One ledger row: what Station holds for a finding in an enclave."""
+
+    updated_at: str
+    digest: str
+    report_id: Optional[str]
+
+
+def decide(row: Optional[Delivered], updated_at: str, digest: str, force: bool = False) -> str:
+    """Classify a finding against its ledger row: ``new``, ``changed`` or ``unchanged``.
+
+    A finding is unchanged only if GuardDuty did not update it *and* the report we would send is
+    byte-identical to the delivered one (a new gdtrustar version may render reports differently).
+    """
+    if row is None:
+        return "new"
+    if force or row.updated_at != updated_at or row.digest != digest:
+        return "changed"
+    return "unchanged"
+
+
+def default_path() -> Path:
+    """``$XDG_STATE_HOME/gdtrustar/ledger.sqlite3`` (``~/.local/state`` when unset)."""
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return Path(base) / "gdtrustar" / "ledger.sqlite3"
+
+
+def _connect_private(path: Path) -> sqlite3.Connection:
+    """Open the database with 0600 files (the -wal and -shm too) in a 0700 directory."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    old = os.umask(0o077)
+    try:
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+        conn = sqlite3.connect(str(path), timeout=30, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.executescript(SCHEMA)
+    finally:
+        os.umask(old)
+    return conn
+
+
+class Ledger:
+    """SQLite owner. Used from one thread (the delivery engine's), committed per batch."""
+
+    def __init__(self, path: Path, station: str) -> None:
+        self.path = path
+        self.station = station
+        self.conn = _connect_private(path)
+        self._pending = 0
+        self.conn.execute("BEGIN")
+
+    def lookup(self, enclave_id: str, finding_id: str) -> Optional[Delivered]:
+        row = self.conn.execute(
+            "SELECT updated_at, digest, report_id FROM deliveries WHERE station=? AND enclave_id=? AND finding_id=?",
+            (self.station, enclave_id, finding_id),
+        ).fetchone()
+        return Delivered(*row) if row else None
+
+    def record(self, enclave_id: str, finding_id: str, updated_at: str, digest: str, report_id: Optional[str]) -> None:
+        self.conn.execute(
+            "INSERT OR REPLACE INTO deliveries VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (self.station, enclave_id, finding_id, updated_at, digest, report_id, time.time()),
+        )
+        self._pending += 1
+
+    def get_bookmark(self, key: str) -> Optional[str]:
+        row = self.conn.execute("SELECT value FROM bookmarks WHERE partition_key=?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_bookmark(self, key: str, value: str) -> None:
+        self.conn.execute("INSERT OR REPLACE INTO bookmarks VALUES (?, ?, ?)", (key, value, time.time()))
+
+    def commit(self) -> None:
+        """Make everything recorded so far durable and start the next batch."""
+        self.conn.execute("COMMIT")
+        self._pending = 0
+        self.conn.execute("BEGIN")
+
+    def close(self) -> None:
+        self.conn.execute("COMMIT")
+        self.conn.close()
+
+    def rows(self) -> Iterator[tuple]:
+        """Every row of this Station (for tests and ``--json`` inspection)."""
+        yield from self.conn.execute("SELECT * FROM deliveries WHERE station=?", (self.station,))

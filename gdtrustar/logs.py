@@ -1,0 +1,92 @@
+"""Logging for the CLI and the Lambda: one stderr handler, secrets redacted at every verbosity.
+
+The trustar SDK attaches its own JSON handler writing to *stdout* at INFO (api-facts A15) and
+parses ``TRUSTAR_LOGGING_LEVEL`` with ``int()`` at import time. ``quiet_sdk`` must therefore run
+before the SDK is imported; ``setup_logging`` then detaches the SDK's handler so its records
+reach ours (stderr, redacted) and stdout stays clean for ``--json``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+from typing import Optional
+
+_SECRETS: set[str] = set()
+_LOCK = threading.Lock()
+REDACTED = "***"
+
+
+def register_secret(value: Optional[str]) -> None:
+    """Remember a value that must never be written to any log or output."""
+    if value and len(value) >= 4:
+        with _LOCK:
+            _SECRETS.add(value)
+
+
+def redact(text: str) -> str:
+    """Replace every registered secret in ``text``."""
+    for secret in tuple(_SECRETS):
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    return text
+
+
+class RedactingFilter(logging.Filter):
+    """Formats the record's message early and strips registered secrets from it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if _SECRETS:
+            try:
+                message = record.getMessage()
+            except Exception:  # a broken format string must not hide the record
+                message = str(record.msg)
+            record.msg, record.args = redact(message), None
+            if record.exc_text:
+                record.exc_text = redact(record.exc_text)
+        return True
+
+
+def quiet_sdk() -> None:
+    """Make the SDK importable and silent: its level variable must be an int (api-facts A15)."""
+    level = os.environ.get("TRUSTAR_LOGGING_LEVEL")
+    if level is not None and not level.strip().lstrip("-").isdigit():
+        os.environ["TRUSTAR_LOGGING_LEVEL"] = str(logging.getLevelName(level.strip().upper()) or 30)
+        if not os.environ["TRUSTAR_LOGGING_LEVEL"].isdigit():
+            os.environ["TRUSTAR_LOGGING_LEVEL"] = "30"
+    os.environ.setdefault("TRUSTAR_LOGGING_LEVEL", str(logging.WARNING))
+
+
+def _detach_sdk_handlers() -> None:
+    """Remove the SDK's stdout handler from every ``trustar`` logger so records flow to ours."""
+    for name, logger in list(logging.root.manager.loggerDict.items()):
+        if isinstance(logger, logging.Logger) and name.startswith("trustar"):
+            for handler in list(logger.handlers):
+                logger.removeHandler(handler)
+            logger.setLevel(logging.NOTSET)
+
+
+def setup_logging(verbosity: int, stream=None) -> None:
+    """Configure the root logger: -q errors only, default warnings, -v info, -vv debug (incl. SDKs)."""
+    quiet_sdk()
+    import trustar  # noqa: F401  -- importing here creates the SDK loggers so they can be detached
+
+    _detach_sdk_handlers()
+    level = {-1: logging.ERROR, 0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG)
+    if verbosity < -1:
+        level = logging.CRITICAL
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(RedactingFilter())
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    # The SDK logs a "client_metatag will become mandatory"-style warning per client; keep it below -v.
+    sdk_level = logging.DEBUG if verbosity >= 2 else max(level, logging.ERROR if verbosity < 1 else level)
+    logging.getLogger("trustar").setLevel(sdk_level)
+    for noisy in ("botocore", "boto3", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if verbosity >= 2 else max(level, logging.WARNING))

@@ -1,0 +1,133 @@
+"""What people and machines see: JSON Lines on stdout, progress, problems and the summary on stderr.
+
+``--json`` makes stdout one record per finding and enclave (nothing else is ever written there).
+Without it, stdout carries the dry-run table; a terminal gets a live rich progress bar on stderr.
+Each invalid or failed finding is one ``gdtrustar: <action>: <origin>: <reason>`` line on stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import IO, Optional
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from gdtrustar.delivery import Outcome, Summary
+from gdtrustar.logs import redact
+from gdtrustar.mapper import severity_label
+
+TABLE_ROWS = 50
+
+
+class Reporter:
+    """The engine's sink for people and machines; all output goes through here."""
+
+    def __init__(
+        self,
+        *,
+        json_mode: bool,
+        dry_run: bool,
+        verbosity: int = 0,
+        stdout: Optional[IO[str]] = None,
+        stderr: Optional[IO[str]] = None,
+        total: Optional[int] = None,
+    ) -> None:
+        self.json_mode = json_mode
+        self.dry_run = dry_run
+        self.verbosity = verbosity
+        self.stdout = stdout or sys.stdout
+        self.err = Console(file=stderr or sys.stderr, highlight=False, soft_wrap=True)
+        self.out = Console(file=self.stdout, highlight=False)
+        self.rows: list[tuple[str, ...]] = []
+        self.by_severity: Counter = Counter()
+        self.by_type: Counter = Counter()
+        self.progress: Optional[Progress] = None
+        self._task = None
+        if self.err.is_terminal and verbosity >= 0:
+            self.progress = Progress(
+                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                console=self.err, transient=True,
+            )
+            self._task = self.progress.add_task("delivering", total=total, detail="")
+            self.progress.start()
+
+    def __call__(self, outcome: Outcome) -> None:
+        if self.json_mode:
+            self.stdout.write(json.dumps(outcome.record(), ensure_ascii=False, sort_keys=False) + "\n")
+        if outcome.action in ("invalid", "failed") and self.verbosity > -2:
+            self.line(f"{outcome.action}: {outcome.origin}: {outcome.error}")
+        if outcome.finding is not None and outcome.action == "dry-run":
+            self._tally(outcome)
+        if self.progress is not None:
+            self.progress.update(self._task, advance=1, detail=outcome.action)
+
+    def set_total(self, total: Optional[int], description: Optional[str] = None) -> None:
+        """Backfill knows its total up front (GetFindingsStatistics)."""
+        if self.progress is not None:
+            self.progress.update(self._task, total=total, description=description or "delivering")
+
+    def line(self, text: str) -> None:
+        """One problem line on stderr, above the progress bar."""
+        self.err.print(f"gdtrustar: {redact(text)}", markup=False, highlight=False)
+
+    def _tally(self, outcome: Outcome) -> None:
+        finding = outcome.finding
+        label = severity_label(float(finding.get("severity", 0)))
+        self.by_severity[label] += 1
+        self.by_type[str(finding.get("type"))] += 1
+        if len(self.rows) < TABLE_ROWS:
+            title = (outcome.report or {}).get("title", "")
+            self.rows.append((label, title, f"{finding.get('accountId')}/{finding.get('region')}",
+                              str(outcome.finding_id)))
+
+    def finish(self, summary: Summary, failures_path: Optional[Path]) -> None:
+        """Stop the progress bar, print the dry-run table (stdout) and the summary (stderr)."""
+        if self.progress is not None:
+            self.progress.stop()
+        if self.dry_run and not self.json_mode and self.rows:
+            self._print_table()
+        self._print_summary(summary, failures_path)
+
+    def _print_table(self) -> None:
+        table = Table(title="Reports that would be sent (dry run)", show_lines=False)
+        for column in ("severity", "title", "account/region", "finding id"):
+            table.add_column(column, overflow="fold")
+        for row in self.rows:
+            table.add_row(*row)
+        self.out.print(table)
+        shown = sum(self.by_severity.values())
+        if shown > len(self.rows):
+            self.out.print(f"... and {shown - len(self.rows)} more")
+        by_type = Table(title="By severity and type")
+        by_type.add_column("severity")
+        by_type.add_column("count", justify="right")
+        for label in ("Critical", "High", "Medium", "Low"):
+            if self.by_severity[label]:
+                by_type.add_row(label, str(self.by_severity[label]))
+        for name, count in self.by_type.most_common(20):
+            by_type.add_row(name, str(count))
+        self.out.print(by_type)
+
+    def _print_summary(self, summary: Summary, failures_path: Optional[Path]) -> None:
+        if self.verbosity < -1:
+            return
+        counts = ", ".join(f"{count} {action}" for action, count in summary.counts.items() if count) or "nothing"
+        rate = summary.findings / summary.elapsed if summary.elapsed > 0 else 0.0
+        head = "interrupted" if summary.interrupted else "done"
+        self.err.print(
+            f"gdtrustar: {head}: {summary.findings} findings in {summary.elapsed:.1f}s "
+            f"({rate:.0f}/s): {counts}; {summary.station_calls} Station writes",
+            markup=False, highlight=False,
+        )
+        if failures_path is not None and summary.problems:
+            self.err.print(
+                f"gdtrustar: {summary.problems} not delivered, listed in {failures_path}; "
+                f"replay with: gdtrustar send {failures_path}",
+                markup=False, highlight=False,
+            )

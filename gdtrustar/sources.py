@@ -1,0 +1,153 @@
+"""Readers that stream JSON documents out of files, directories, stdin and gzip.
+
+Each yields ``Document``s: a parsed value with its origin (file, and line for JSON Lines), or an
+error saying exactly what is wrong with that part of the input. Nothing here raises for bad input,
+and nothing holds more than one document (one JSON Lines line, or one whole JSON file) at a time.
+
+Format detection is per file, not per name: if the first non-blank line is a complete JSON value
+the file is JSON Lines, otherwise it is one JSON document (pretty-printed event, array, or
+``{"Findings": [...]}``). gzip is recognised by its magic bytes.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import sys
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, Iterable, Iterator, Optional
+
+SUFFIXES = (".json", ".jsonl", ".json.gz", ".jsonl.gz")
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+@dataclass(frozen=True)
+class Document:
+    """One parsed JSON value, or the reason there is none, and where it came from."""
+
+    origin: str
+    value: Any = None
+    error: Optional[str] = None
+
+
+def iter_documents(sources: Iterable[str], stdin: Optional[IO[bytes]] = None) -> Iterator[Document]:
+    """Documents from every source in order: files, directories (recursive), ``-`` for stdin."""
+    for source in sources:
+        if source == "-":
+            yield from _read_stream(stdin or sys.stdin.buffer, "<stdin>")
+        elif os.path.isdir(source):
+            for path in _walk(Path(source)):
+                yield from read_file(path)
+        elif os.path.exists(source):
+            yield from read_file(Path(source))
+        else:
+            yield Document(source, error="no such file or directory")
+
+
+def _walk(root: Path) -> Iterator[Path]:
+    """Matching files below ``root`` in a stable (sorted) order, without listing them all first."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            if name.endswith(SUFFIXES):
+                yield Path(dirpath) / name
+
+
+def read_file(path: Path) -> Iterator[Document]:
+    """Documents of one file; an unreadable file is one error document."""
+    try:
+        with open(path, "rb") as raw:
+            yield from _read_stream(raw, str(path))
+    except OSError as exc:
+        yield Document(str(path), error=f"cannot read: {exc.strerror or exc}")
+
+
+def _read_stream(raw: IO[bytes], name: str) -> Iterator[Document]:
+    buffered = io.BufferedReader(raw) if not hasattr(raw, "peek") else raw
+    if buffered.peek(2)[:2] == GZIP_MAGIC:
+        buffered = gzip.GzipFile(fileobj=buffered, mode="rb")  # type: ignore[assignment]
+    text = io.TextIOWrapper(buffered, encoding="utf-8", errors="strict", newline=None)
+    try:
+        yield from _parse_text(text, name)
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        yield Document(name, error=f"truncated or corrupt gzip ({exc})")
+    except UnicodeDecodeError:
+        yield Document(name, error="not UTF-8 JSON text (binary file?)")
+    except OSError as exc:
+        yield Document(name, error=f"read error: {exc}")
+
+
+def _parse_text(text: IO[str], name: str) -> Iterator[Document]:
+    """Decide JSON Lines vs one document from the first non-blank line, then parse."""
+    lineno = 0
+    for line in text:
+        lineno += 1
+        stripped = line.strip()
+        if not stripped:
+            continue
+        first = _try_json(stripped)
+        if first is _INVALID and not name.endswith((".jsonl", ".jsonl.gz")):
+            yield from _whole_document(line + text.read(), name, lineno)
+            return
+        if first is _INVALID:
+            yield Document(f"{name}:{lineno}", error=_json_error(stripped))
+            yield from _json_lines(text, name, lineno)
+            return
+        yield Document(f"{name}:{lineno}", first)
+        yield from _json_lines(text, name, lineno)
+        return
+    yield Document(name, error="empty file: no JSON found")
+
+
+def _json_lines(text: IO[str], name: str, lineno: int) -> Iterator[Document]:
+    for line in text:
+        lineno += 1
+        stripped = line.strip()
+        if not stripped:
+            continue
+        value = _try_json(stripped)
+        if value is _INVALID:
+            yield Document(f"{name}:{lineno}", error=_json_error(stripped))
+        else:
+            yield Document(f"{name}:{lineno}", value)
+
+
+def _whole_document(content: str, name: str, first_line: int) -> Iterator[Document]:
+    """One JSON document; if it does not parse but later lines do, it was JSON Lines after all."""
+    try:
+        yield Document(name, json.loads(content))
+        return
+    except json.JSONDecodeError as exc:
+        error = Document(f"{name}:{exc.lineno + first_line - 1}", error=f"invalid JSON: {exc.msg} (column {exc.colno})")
+    except RecursionError:
+        error = Document(name, error="invalid JSON: nested too deeply")
+    lines = content.splitlines()
+    if len(lines) > 1 and any(isinstance(_try_json(line.strip()), dict) for line in lines[1:] if line.strip()):
+        yield Document(f"{name}:{first_line}", error=_json_error(lines[0].strip()))
+        yield from _json_lines(iter(lines[1:]), name, first_line)  # type: ignore[arg-type]
+    else:
+        yield error
+
+
+_INVALID = object()
+
+
+def _try_json(line: str) -> Any:
+    try:
+        return json.loads(line)
+    except (json.JSONDecodeError, RecursionError):
+        return _INVALID
+
+
+def _json_error(line: str) -> str:
+    try:
+        json.loads(line)
+    except json.JSONDecodeError as exc:
+        return f"invalid JSON: {exc.msg} (column {exc.colno})"
+    except RecursionError:
+        return "invalid JSON: nested too deeply"
+    return "invalid JSON"
