@@ -7,9 +7,6 @@ constructs clients, clocks or consoles, so every piece below can be given simula
 from __future__ import annotations
 
 import enum
-import os
-import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Optional
@@ -18,7 +15,6 @@ from gdtrustar.delivery import Engine, Item, Summary
 from gdtrustar.failures import FailuresFile
 from gdtrustar.ledger import Ledger, default_path
 from gdtrustar.output import Reporter
-from gdtrustar.pacing import Backoff, TokenBucket
 from gdtrustar.settings import Settings
 
 
@@ -45,15 +41,6 @@ class RunOptions:
     verbosity: int = 0
 
 
-def backoff_from_env() -> Backoff:
-    """Retry tuning knobs (documented in README) for slow links or fast tests."""
-    return Backoff(
-        base=float(os.environ.get("GDTRUSTAR_BACKOFF_BASE", "0.5")),
-        cap=float(os.environ.get("GDTRUSTAR_BACKOFF_CAP", "20")),
-        attempts=int(os.environ.get("GDTRUSTAR_RETRY_ATTEMPTS", "6")),
-    )
-
-
 class Run:
     """One delivery run: engine + reporter + failures file + ledger, finished exactly once."""
 
@@ -66,6 +53,8 @@ class Run:
         if not options.dry_run:
             settings.require_credentials()
             settings.require_enclaves()
+            from gdtrustar.station import station_factory  # deferred: the SDK is slow to import
+
             factory = station_factory(settings)
             factory().check_enclaves(settings.enclave_ids)
             self.ledger = Ledger(options.state or default_path(), settings.api_endpoint)
@@ -104,19 +93,3 @@ class Run:
         if summary.interrupted:
             return ExitStatus.INTERRUPTED
         return ExitStatus.UNDELIVERED if summary.problems else ExitStatus.SUCCESS
-
-
-def station_factory(settings: Settings):
-    """A factory of per-thread Station clients sharing one pacer and one upsert switch."""
-    from gdtrustar.station import StationClient, UpsertSupport  # deferred: the SDK is slow to import
-
-    bucket = TokenBucket(settings.max_rate)
-    upsert = UpsertSupport()
-    backoff = backoff_from_env()
-    lock = threading.Lock()
-
-    def make() -> StationClient:
-        with lock:  # SDK construction touches module-level logging state
-            return StationClient(settings, bucket, upsert, backoff, time.sleep)
-
-    return make

@@ -9,9 +9,10 @@ from typing import Any, Callable, Optional, Sequence
 import click
 
 from gdtrustar import __version__
+from gdtrustar.deploy.command import deploy_lambda
 from gdtrustar.errors import GdTrustarError
 from gdtrustar.logs import redact, setup_logging
-from gdtrustar.options import settings_from, station_options, verbosity_options
+from gdtrustar.options import SEVERITY, WHEN, settings_from, station_options, verbosity_options
 
 EXIT_ERROR, EXIT_INTERRUPTED = 2, 130
 
@@ -19,7 +20,8 @@ EXIT_ERROR, EXIT_INTERRUPTED = 2, 130
 def run_options(func: Callable) -> Callable:
     """Flags shared by ``send`` and ``backfill``."""
     options = (
-        click.option("--dry-run", is_flag=True, help="Map and show the reports; send nothing, no credentials needed."),
+        click.option("--dry-run", is_flag=True,
+                     help="Map and show the reports; send nothing, no credentials needed."),
         click.option("--concurrency", type=click.IntRange(1, 64), default=8, show_default=True,
                      help="Parallel Station writes (all share the --max-rate budget)."),
         click.option("--failures", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
@@ -28,7 +30,8 @@ def run_options(func: Callable) -> Callable:
         click.option("--state", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
                      help="Ledger of delivered findings (default: $XDG_STATE_HOME/gdtrustar/ledger.sqlite3)."),
         click.option("--force", is_flag=True, help="Write findings even if the ledger says they are unchanged."),
-        click.option("--json", "json_mode", is_flag=True, help="JSON Lines on stdout, one record per finding and enclave."),
+        click.option("--json", "json_mode", is_flag=True,
+                     help="JSON Lines on stdout, one record per finding and enclave."),
     )
     for option in reversed(options):
         func = option(func)
@@ -83,6 +86,54 @@ def send(sources: tuple[str, ...], **kwargs: Any) -> int:
     run = Run(settings_from(kwargs), options)
     run.deliver(items_from(iter_documents(sources)))
     return int(run.exit_status())
+
+
+@cli.command()
+@click.option("--detector", metavar="ID", help="One detector (default: every detector in each region).")
+@click.option("--region", "regions", multiple=True, metavar="R",
+              help="Region to read (repeatable; default: the profile's).")
+@click.option("--all-regions", is_flag=True, help="Every region enabled for the account (asks EC2).")
+@click.option("--profile", metavar="P", help="AWS profile.")
+@click.option("--since", type=WHEN, metavar="WHEN",
+              help="Findings updated at or after (ISO-8601, or 7d, 12h, 30m ago).")
+@click.option("--until", type=WHEN, metavar="WHEN", help="Findings updated at or before (same forms).")
+@click.option("--min-severity", type=SEVERITY, metavar="N|LABEL",
+              help="Minimum severity: number (rounded down server-side) or low|medium|high|critical.")
+@click.option("--type", "types", multiple=True, metavar="T", help="Finding type, exact (repeatable).")
+@click.option("--account", "accounts", multiple=True, metavar="ID", help="Member account id (repeatable).")
+@click.option("--include-archived", is_flag=True, help="Also archived findings (default: excluded).")
+@run_options
+@station_options
+@verbosity_options
+def backfill(detector: Optional[str], regions: tuple[str, ...], all_regions: bool, profile: Optional[str],
+             **kwargs: Any) -> int:
+    """Send every existing finding from the GuardDuty API (resumable; reruns skip unchanged)."""
+    from gdtrustar import backfill as job
+    from gdtrustar.app import Run
+    from gdtrustar.guardduty import Criteria, discover, enabled_regions
+
+    criteria = Criteria(since_ms=kwargs.pop("since"), until_ms=kwargs.pop("until"),
+                        min_severity=kwargs.pop("min_severity"), types=kwargs.pop("types"),
+                        accounts=kwargs.pop("accounts"), include_archived=kwargs.pop("include_archived"))
+    options = run_options_from(kwargs)
+    setup_logging(options.verbosity)
+    settings = settings_from(kwargs)
+    session = job.build_session(profile)
+    if all_regions:
+        regions = tuple(enabled_regions(session))
+    regions = regions or ((session.region_name,) if session.region_name else ())
+    if not regions:
+        raise click.UsageError("no region: pass --region, --all-regions, or set AWS_REGION")
+    targets = discover(session, list(regions), detector)
+    run = Run(settings, options)
+    try:
+        job.backfill(run, targets, criteria, use_bookmarks=not options.force)
+    finally:
+        run.finish()
+    return int(run.exit_status())
+
+
+cli.add_command(deploy_lambda)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:

@@ -44,7 +44,7 @@ class PermanentDeliveryError(DeliveryError):
 
 
 class EndpointMissingError(DeliveryError):
-    """This Station does not implement the upsert endpoint."""
+    """Station does not implement the upsert endpoint."""
 
 
 class StationUnavailableError(DeliveryError):

@@ -21,6 +21,7 @@ from gdtrustar.errors import DeliveryError, InvalidFindingError
 from gdtrustar.logs import setup_logging
 from gdtrustar.settings import Settings, fetch_secret, load_settings
 from gdtrustar.sources import Document
+from gdtrustar.station import station_factory
 
 _runtime: Optional[_Runtime] = None
 
@@ -39,8 +40,6 @@ class _Runtime:
         """The Station client, rebuilt when the cached secret expired or ``force`` is set."""
         stale = self.base.secret_arn and time.monotonic() - self.fetched_at > self.ttl
         if self.client is None or stale or force:
-            from gdtrustar.app import station_factory  # deferred: keeps a cold start that fails fast cheap
-
             settings = self.base
             if settings.secret_arn:
                 settings = settings.with_secret(*fetch_secret(settings.secret_arn))
@@ -76,7 +75,8 @@ def handler(event: dict, context: Any = None) -> dict:
         outcomes = _deliver(_runtime, items, force_secret=True)  # the secret may have been rotated
     failed = [o for o in outcomes if o.action == "failed"]
     if failed:
-        raise DeliveryError(f"finding {failed[0].finding_id} not delivered to {failed[0].enclave_id}: {failed[0].error}")
+        first = failed[0]
+        raise DeliveryError(f"finding {first.finding_id} not delivered to {first.enclave_id}: {first.error}")
     first = outcomes[0]
     return {"finding_id": first.finding_id, "action": first.action, "report_id": first.report_id,
             "results": [o.record() for o in outcomes]}

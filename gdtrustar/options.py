@@ -34,6 +34,25 @@ class SeverityType(click.ParamType):
 
 SEVERITY = SeverityType()
 
+
+class WhenType(click.ParamType):
+    """ISO-8601 or a relative age (``7d``, ``12h``, ``30m``), as epoch milliseconds."""
+
+    name = "when"
+
+    def convert(self, value: Any, param, ctx) -> int:
+        if isinstance(value, int):
+            return value
+        from gdtrustar.guardduty import parse_when
+
+        try:
+            return parse_when(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+WHEN = WhenType()
+
 _STATION_OPTIONS = (
     click.option("--enclave-id", "enclave_ids", multiple=True, metavar="ID",
                  help="Enclave to write to (repeatable; or TRUSTAR_ENCLAVE_IDS)."),

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
@@ -268,3 +270,26 @@ def _parse_upsert(response: requests.Response) -> tuple[Optional[str], Optional[
             existed = body["created"] != body["updated"]
         return report_id, existed
     return (str(body) if body else None), existed
+
+
+def backoff_from_env() -> Backoff:
+    """Retry tuning knobs (documented in README) for slow links or fast tests."""
+    return Backoff(
+        base=float(os.environ.get("GDTRUSTAR_BACKOFF_BASE", "0.5")),
+        cap=float(os.environ.get("GDTRUSTAR_BACKOFF_CAP", "20")),
+        attempts=int(os.environ.get("GDTRUSTAR_RETRY_ATTEMPTS", "6")),
+    )
+
+
+def station_factory(settings: Settings) -> Callable[[], StationClient]:
+    """A factory of per-thread Station clients sharing one pacer and one upsert switch."""
+    bucket = TokenBucket(settings.max_rate)
+    upsert = UpsertSupport()
+    backoff = backoff_from_env()
+    lock = threading.Lock()
+
+    def make() -> StationClient:
+        with lock:  # SDK construction touches module-level logging state
+            return StationClient(settings, bucket, upsert, backoff, time.sleep)
+
+    return make
