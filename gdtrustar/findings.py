@@ -228,6 +228,8 @@ def _plain(value: Any, pascal: bool, rename: bool = True) -> Any:
         return {fix(str(key)): _plain(element, pascal, rename) for key, element in value.items()}
     if isinstance(value, (list, tuple)):
         return [_plain(element, pascal, rename) for element in value]
+    if isinstance(value, (set, frozenset)):  # not JSON; sorted so the output stays deterministic
+        return sorted((_plain(element, pascal, rename) for element in value), key=str)
     if isinstance(value, datetime):
         return _format(value)
     return str(value)
@@ -289,7 +291,10 @@ def normalize(candidate: Any) -> dict:
     finding; all three yield equal dicts for the same finding.
     """
     doc, pascal = _dialect(candidate)
-    finding = _walk_struct(doc, _finding_shape(), pascal)
+    try:
+        finding = _walk_struct(doc, _finding_shape(), pascal)
+    except RecursionError:
+        raise InvalidFindingError("finding is nested too deeply") from None
     missing = [name for name in _REQUIRED if finding.get(name) in (None, "")]
     if missing:
         raise InvalidFindingError(f"missing required field(s): {', '.join(missing)}")

@@ -80,3 +80,9 @@ def handler(event: dict, context: Any = None) -> dict:
     first = outcomes[0]
     return {"finding_id": first.finding_id, "action": first.action, "report_id": first.report_id,
             "results": [o.record() for o in outcomes]}
+
+
+def clear_cache() -> None:
+    """Forget the warm state (settings, secret, client), as a cold start would."""
+    global _runtime
+    _runtime = None

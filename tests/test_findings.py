@@ -20,17 +20,13 @@ from gdtrustar.errors import InvalidFindingError
 from gdtrustar.findings import explode, finding_summary, is_sample, normalize
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_events"
-_OUTPUT = (
-    botocore.session.get_session().get_service_model("guardduty").operation_model("GetFindings").output_shape
-)
+_OUTPUT = botocore.session.get_session().get_service_model("guardduty").operation_model("GetFindings").output_shape
 
 
 def boto3_form(wire_finding: dict) -> dict:
     """The finding exactly as boto3 ``get_findings()`` returns it (PascalCase, datetimes, floats)."""
     body = json.dumps({"findings": [wire_finding]}).encode()
-    parsed = botocore.parsers.RestJSONParser().parse(
-        {"body": body, "headers": {}, "status_code": 200}, _OUTPUT
-    )
+    parsed = botocore.parsers.RestJSONParser().parse({"body": body, "headers": {}, "status_code": 200}, _OUTPUT)
     return parsed["Findings"][0]
 
 
@@ -55,18 +51,14 @@ def sample_documents() -> list[tuple[str, object]]:
         if path.name.endswith(".json.gz"):
             docs.append((path.name, json.loads(gzip.decompress(path.read_bytes()))))
         elif path.suffix == ".jsonl":
-            docs.extend(
-                (path.name, json.loads(line)) for line in path.read_text().splitlines() if line.strip()
-            )
+            docs.extend((path.name, json.loads(line)) for line in path.read_text().splitlines() if line.strip())
         elif path.suffix == ".json":
             docs.append((path.name, json.loads(path.read_text())))
     return docs
 
 
 def sample_candidates() -> list[tuple[str, object]]:
-    return [
-        (f"{name}{where}", candidate) for name, doc in sample_documents() for where, candidate in explode(doc)
-    ]
+    return [(f"{name}{where}", candidate) for name, doc in sample_documents() for where, candidate in explode(doc)]
 
 
 @pytest.fixture
@@ -133,9 +125,7 @@ def _tricky_wire() -> dict:
         "schemaVersion": "2.0",
         "resource": {
             "resourceType": "Instance",
-            "instanceDetails": {
-                "productCodes": [{"productCodeId": "abc123", "productCodeType": "marketplace"}]
-            },
+            "instanceDetails": {"productCodes": [{"productCodeId": "abc123", "productCodeType": "marketplace"}]},
         },
         "service": {
             "action": {
@@ -150,9 +140,7 @@ def _tricky_wire() -> dict:
                 },
             },
             "detection": {
-                "sequence": {
-                    "endpoints": [{"id": "e1", "ip": "192.0.2.11", "location": {"lat": 40.5, "lon": -74.25}}]
-                }
+                "sequence": {"endpoints": [{"id": "e1", "ip": "192.0.2.11", "location": {"lat": 40.5, "lon": -74.25}}]}
             },
         },
     }
@@ -197,18 +185,14 @@ def test_hand_written_pascal_with_tricky_names():
         "Service": {"Action": {"KubernetesApiCallAction": {"SourceIps": ["198.51.100.1"]}}},
     }
     finding = normalize(pascal)
-    assert finding["resource"]["instanceDetails"]["productCodes"] == [
-        {"productCodeId": "x", "productCodeType": "y"}
-    ]
+    assert finding["resource"]["instanceDetails"]["productCodes"] == [{"productCodeId": "x", "productCodeType": "y"}]
     assert finding["service"]["action"]["kubernetesApiCallAction"] == {"sourceIPs": ["198.51.100.1"]}
     assert finding["severity"] == 3.0 and isinstance(finding["severity"], float)
 
 
 def test_map_keys_are_data_and_are_not_renamed():
     wire = _tricky_wire()
-    wire["service"]["action"]["awsApiCallAction"] = {
-        "affectedResources": {"AWS::S3::Bucket": "b", "Key": "v"}
-    }
+    wire["service"]["action"]["awsApiCallAction"] = {"affectedResources": {"AWS::S3::Bucket": "b", "Key": "v"}}
     finding = normalize(boto3_form(wire))
     assert finding["service"]["action"]["awsApiCallAction"]["affectedResources"] == {
         "AWS::S3::Bucket": "b",
@@ -227,9 +211,7 @@ def test_additional_info_api_and_eventbridge_forms_give_the_same_object():
         "nested": {"KeyA": [1, 2]},
     }
     event_finding = dict(_tricky_wire(), service={"additionalInfo": free_form})
-    api_finding = dict(
-        _tricky_wire(), service={"additionalInfo": {"value": json.dumps(free_form), "type": "default"}}
-    )
+    api_finding = dict(_tricky_wire(), service={"additionalInfo": {"value": json.dumps(free_form), "type": "default"}})
     pascal = {
         "Id": "f1",
         "Type": "T",
@@ -406,6 +388,14 @@ def test_unexpected_types_do_not_crash_and_stay_serialisable():
     assert finding["service"]["archived"] is False
     assert finding["service"]["odd"] == "2020-01-01T00:00:00.000Z"
     json.dumps(finding)
+
+
+def test_absurd_nesting_is_invalid_not_a_crash():
+    deep: dict = {"k": 1}
+    for _ in range(5000):
+        deep = {"k": deep}
+    with pytest.raises(InvalidFindingError, match="nested too deeply"):
+        normalize(dict(_tricky_wire(), extra=deep))
 
 
 def test_nulls_are_dropped_like_boto3_does(seed_event):

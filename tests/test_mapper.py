@@ -167,10 +167,7 @@ def test_same_finding_from_api_and_eventbridge_gives_a_byte_identical_report(nam
 def test_dedup_pair_in_sample_events_gives_one_report():
     event = load("dedup-eventbridge-ssh-bruteforce.json")
     pascal = load("dedup-pascal-ssh-bruteforce.json")["Findings"][0]
-    assert (
-        build_report(normalize(event), ENCLAVE).payload()
-        == build_report(normalize(pascal), ENCLAVE).payload()
-    )
+    assert build_report(normalize(event), ENCLAVE).payload() == build_report(normalize(pascal), ENCLAVE).payload()
 
 
 def test_report_is_deterministic_whatever_the_key_order(seed):

@@ -1,0 +1,36 @@
+"""Ledger decisions as pure functions over rows, and the SQLite owner."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+from gdtrustar.ledger import Delivered, Ledger, decide
+
+ROW = Delivered("2024-01-01T00:00:00.000Z", "abc", "r-1")
+
+
+def test_decide_new_changed_unchanged_forced():
+    assert decide(None, "2024-01-01T00:00:00.000Z", "abc") == "new"
+    assert decide(ROW, "2024-01-01T00:00:00.000Z", "abc") == "unchanged"
+    assert decide(ROW, "2024-02-01T00:00:00.000Z", "abc") == "changed"
+    assert decide(ROW, "2024-01-01T00:00:00.000Z", "other-rendering") == "changed"
+    assert decide(ROW, "2024-01-01T00:00:00.000Z", "abc", force=True) == "changed"
+
+
+def test_rows_are_per_station_and_enclave_and_survive_reopen(tmp_path):
+    path = tmp_path / "state" / "ledger.sqlite3"
+    ledger = Ledger(path, "https://a/api/1.3")
+    ledger.record("enc-a", "f1", "t1", "d1", "r1")
+    ledger.set_bookmark("k", "2024")
+    ledger.commit()
+    ledger.record("enc-a", "f2", "t2", "d2", "r2")  # never committed: lost like a SIGKILL would lose it
+    ledger.conn.close()
+    again = Ledger(path, "https://a/api/1.3")
+    assert again.lookup("enc-a", "f1") == Delivered("t1", "d1", "r1")
+    assert again.lookup("enc-a", "f2") is None
+    assert again.lookup("enc-b", "f1") is None
+    assert again.get_bookmark("k") == "2024"
+    assert Ledger(path, "https://b/api/1.3").lookup("enc-a", "f1") is None
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(path.parent).st_mode) == 0o700
