@@ -139,6 +139,7 @@ class Engine:
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="station")
         self._max_in_flight = max(1, concurrency) * 2
         self._in_flight: set[Future] = set()
+        self._in_flight_keys: set[tuple] = set()
         self._uncommitted = 0
         self._consecutive_failures = 0
 
@@ -189,6 +190,9 @@ class Engine:
         if self.dry_run or enclave_id is None:
             base.action, base.report = "dry-run", report.payload()
             return self._emit(base)
+        key = (enclave_id, finding_id)
+        while key in self._in_flight_keys:  # the same finding twice in one run: let the first land
+            self._drain(wait_all=False)
         row = self.ledger.lookup(enclave_id, finding_id) if self.ledger else None
         decision = decide(row, item.finding.get("updatedAt", ""), report.digest(), self.force)
         if decision == "unchanged":
@@ -199,6 +203,7 @@ class Engine:
         future = self._pool.submit(self._write, report)
         future.context = (base, report, row is not None)  # type: ignore[attr-defined]
         self._in_flight.add(future)
+        self._in_flight_keys.add(key)
 
     def _write(self, report: Report) -> Any:
         """Runs on a worker thread: never touches the ledger or the sink."""
@@ -220,6 +225,7 @@ class Engine:
 
     def _complete(self, future: Future) -> None:
         outcome, report, known = future.context  # type: ignore[attr-defined]
+        self._in_flight_keys.discard((outcome.enclave_id, outcome.finding_id))
         result = future.result()
         if isinstance(result, WriteResult):
             self._consecutive_failures = 0

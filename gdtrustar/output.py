@@ -42,7 +42,9 @@ class Reporter:
         self.verbosity = verbosity
         self.stdout = stdout or sys.stdout
         self.err = Console(file=stderr or sys.stderr, highlight=False, soft_wrap=True)
-        self.out = Console(file=self.stdout, highlight=False)
+        # Piped output gets a usable width instead of rich's 80-column fallback.
+        self.out = Console(file=self.stdout, highlight=False,
+                           width=None if self.stdout.isatty() else 140)
         self.rows: list[tuple[str, ...]] = []
         self.by_severity: Counter = Counter()
         self.by_type: Counter = Counter()
@@ -83,8 +85,8 @@ class Reporter:
         self.by_type[str(finding.get("type"))] += 1
         if len(self.rows) < TABLE_ROWS:
             title = (outcome.report or {}).get("title", "")
-            self.rows.append((label, title, f"{finding.get('accountId')}/{finding.get('region')}",
-                              str(outcome.finding_id)))
+            self.rows.append((label, title, str(finding.get("type")), str(finding.get("accountId")),
+                              str(finding.get("region"))))
 
     def finish(self, summary: Summary, failures_path: Optional[Path]) -> None:
         """Stop the progress bar, print the dry-run table (stdout) and the summary (stderr)."""
@@ -96,23 +98,29 @@ class Reporter:
 
     def _print_table(self) -> None:
         table = Table(title="Reports that would be sent (dry run)", show_lines=False)
-        for column in ("severity", "title", "account/region", "finding id"):
-            table.add_column(column, overflow="fold")
+        table.add_column("severity", no_wrap=True)
+        table.add_column("title", ratio=3, overflow="fold")
+        table.add_column("type", ratio=2, overflow="fold")
+        table.add_column("account", no_wrap=True)
+        table.add_column("region", no_wrap=True)
         for row in self.rows:
             table.add_row(*row)
         self.out.print(table)
         shown = sum(self.by_severity.values())
         if shown > len(self.rows):
             self.out.print(f"... and {shown - len(self.rows)} more")
-        by_type = Table(title="By severity and type")
-        by_type.add_column("severity")
-        by_type.add_column("count", justify="right")
+        counts = Table(title="By severity and type")
+        counts.add_column("severity / type")
+        counts.add_column("findings", justify="right")
         for label in ("Critical", "High", "Medium", "Low"):
             if self.by_severity[label]:
-                by_type.add_row(label, str(self.by_severity[label]))
-        for name, count in self.by_type.most_common(20):
-            by_type.add_row(name, str(count))
-        self.out.print(by_type)
+                counts.add_row(f"[bold]{label}[/bold]", str(self.by_severity[label]))
+        counts.add_section()
+        for name, count in self.by_type.most_common(25):
+            counts.add_row(name, str(count))
+        if len(self.by_type) > 25:
+            counts.add_row(f"... {len(self.by_type) - 25} more types", "")
+        self.out.print(counts)
 
     def _print_summary(self, summary: Summary, failures_path: Optional[Path]) -> None:
         if self.verbosity < -1:
