@@ -101,8 +101,8 @@ def test_filters_select_exactly_the_expected_findings(bf, gd):
     rows = [
         make_finding(1, region=region, detector_id=det, severity=2.0, updated_at=iso(old)),
         make_finding(2, region=region, detector_id=det, severity=5.0, updated_at=iso(NOW - timedelta(days=2))),
-        make_finding(3, region=region, detector_id=det, severity=8.0, type="UnauthorizedAccess:IAMUser/MaliciousIPCaller",
-                     updated_at=iso(NOW - timedelta(hours=1))),
+        make_finding(3, region=region, detector_id=det, severity=8.0,
+                     type="UnauthorizedAccess:IAMUser/MaliciousIPCaller", updated_at=iso(NOW - timedelta(hours=1))),
         make_finding(4, region=region, detector_id=det, severity=9.5, archived=True,
                      updated_at=iso(NOW - timedelta(hours=2))),
         make_finding(5, region=region, detector_id=det, severity=7.0, account_id="210987654321",
