@@ -30,7 +30,6 @@ _MAX_DEPTH = 8  # how deep explode() follows nested arrays before handing the it
 _REQUIRED = ("id", "type", "severity", "accountId", "region")
 _PASCAL_KEYS = frozenset(("Id", "AccountId", "Type", "Severity", "Region", "Arn", "SchemaVersion"))
 _CAMEL_KEYS = frozenset(("id", "accountId", "type", "severity", "region", "arn", "schemaVersion"))
-_SUMMARY_FIELDS = ("id", "type", "severity", "accountId", "region", "updatedAt")
 _TIME_SUFFIXES = ("At", "Time", "Seen")
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _CANONICAL_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\Z")
@@ -343,11 +342,6 @@ def is_sample(finding: dict) -> bool:
     info = _get(finding, "service", "additionalInfo")
     flag = info.get("sample") if isinstance(info, dict) else None
     return flag is True or (isinstance(flag, str) and flag.strip().lower() == "true")
-
-
-def finding_summary(finding: dict) -> dict:
-    """Return the few fields that identify a finding in logs, progress lines and the ledger."""
-    return {name: finding.get(name) for name in _SUMMARY_FIELDS}
 
 
 def _get(obj: Any, *path: str) -> Any:

@@ -2,8 +2,8 @@
 
 A report body is a plain-text triage summary followed by the complete finding as sorted,
 indented JSON, so Station's indicator extraction sees every IP, domain, hash, URL and e-mail
-address. The summary is data-driven: each section is one entry of ``_LAYOUT`` (heading, path,
-fields), rendered by the same few defensive helpers, so a missing or oddly typed section is
+address. The summary is data-driven: each section is one entry of ``report_layout.LAYOUT`` (heading,
+path, fields), rendered by the same few defensive helpers, so a missing or oddly typed section is
 simply omitted and a new resource family is one more entry.
 
 Station rejects a report with more than 500 indicators (api-facts A4; whether the cap is 500 or
@@ -28,6 +28,7 @@ from typing import Any
 from urllib.parse import quote
 
 from gdtrustar.findings import is_sample
+from gdtrustar.report_layout import OVERVIEW, SECTIONS
 
 #: (lower bound, label), highest first; GuardDuty's bands (api-facts B8). Below 1.0 is "reserved"; we say Low.
 SEVERITY_LABELS = ((9.0, "Critical"), (7.0, "High"), (4.0, "Medium"), (0.0, "Low"))
@@ -49,124 +50,6 @@ _WHOLE_INDICATOR = re.compile(
     r")\Z"
 )
 _URL = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s\"'<>,]+")
-
-
-def _fields(spec: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
-    """Compile "path, path=Label, ..." into ((label, keys), ...); labels default to the last key."""
-    out = []
-    for entry in spec.split(","):
-        path, _, label = entry.strip().partition("=")
-        if not label:
-            words = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", path.rsplit(".", 1)[-1]).lower()
-            label = words[:1].upper() + words[1:]
-        out.append((label, tuple(path.split("."))))
-    return tuple(out)
-
-
-# The summary, one section per entry: "- Heading | path | fields" renders the object (or each
-# object of a list) as a block, "* ..." renders one line per list item. Fields are dotted paths
-# (lists on the way are flattened), optionally "=Label"; $REMOTE and $PROCESS are shared groups.
-_REMOTE = ("remoteIpDetails.ipAddressV4=Remote IP, remoteIpDetails.ipAddressV6=Remote IPv6, "
-           "remoteIpDetails.country.countryName=Country, remoteIpDetails.city.cityName=City, "
-           "remoteIpDetails.organization.org=Organization, remoteIpDetails.organization.asnOrg=AS org, "
-           "remoteIpDetails.organization.asn=ASN, remoteIpDetails.organization.isp=ISP, "
-           "remoteIpDetails.geoLocation.lat=Latitude, remoteIpDetails.geoLocation.lon=Longitude")
-_PROCESS = "name, executablePath, executableSha256=Executable SHA-256, pid=PID, user, userId, startTime"
-_OVERVIEW = _fields(
-    "type, accountId=Account, region, partition, id=Finding ID, arn=Finding ARN, createdAt=Created, "
-    "updatedAt=Updated, service.eventFirstSeen=First seen, service.eventLastSeen=Last seen, "
-    "service.count=Count, service.archived=Archived, resource.resourceType=Resource type, "
-    "service.resourceRole=Resource role, service.featureName=Detected by, service.detectorId=Detector ID, "
-    "associatedAttackSequenceArn=Attack sequence ARN, service.action.actionType=Action type")
-_LAYOUT = """
-- EC2 instance | resource.instanceDetails | instanceId=Instance ID, instanceType, instanceState,
-  imageId=Image ID, imageDescription, platform, launchTime, availabilityZone,
-  iamInstanceProfile.arn=Instance profile, outpostArn, tags
-- Network interface | resource.instanceDetails.networkInterfaces | networkInterfaceId=ID, vpcId=VPC,
-  subnetId=Subnet, privateIpAddress=Private IP, privateIpAddresses.privateIpAddress=Private IPs,
-  privateDnsName=Private DNS, publicIp=Public IP, publicDnsName=Public DNS, ipv6Addresses=IPv6,
-  securityGroups.groupId=Security groups, securityGroups.groupName=Security group names
-- IAM access key | resource.accessKeyDetails | accessKeyId=Access key ID, principalId=Principal ID,
-  userName, userType
-- S3 bucket | resource.s3BucketDetails | name, arn=ARN, type, createdAt, owner.id=Owner,
-  publicAccess.effectivePermission=Public access, defaultServerSideEncryption.encryptionType=Encryption,
-  s3ObjectDetails.key=Objects, tags
-- EKS cluster | resource.eksClusterDetails | name, arn=ARN, vpcId=VPC, status, createdAt, tags
-- Kubernetes user | resource.kubernetesDetails.kubernetesUserDetails | username, uid=UID, groups,
-  sessionName, impersonatedUser.username=Impersonated user
-- Kubernetes workload | resource.kubernetesDetails.kubernetesWorkloadDetails | name, type, namespace,
-  uid=UID, serviceAccountName, hostNetwork, containers.name=Containers, containers.image=Images,
-  containers.securityContext.privileged=Privileged
-- ECS cluster | resource.ecsClusterDetails | name, arn=ARN, status, tags
-- ECS task | resource.ecsClusterDetails.taskDetails | arn=ARN, definitionArn=Definition ARN, version,
-  createdAt, startedAt, startedBy, group, launchType, containers.name=Containers, containers.image=Images
-- Container | resource.containerDetails | name, id=ID, image, imagePrefix, containerRuntime
-- RDS DB instance | resource.rdsDbInstanceDetails | dbInstanceIdentifier=DB instance, dbInstanceArn=ARN,
-  dbClusterIdentifier=DB cluster, engine, engineVersion, tags
-- RDS DB user | resource.rdsDbUserDetails | user, application, database, ssl=SSL, authMethod
-- Lambda function | resource.lambdaDetails | functionName=Name, functionArn=ARN, functionVersion=Version,
-  role, description, lastModifiedAt, vpcConfig.vpcId=VPC, tags
-* EBS volume | resource.ebsVolumeDetails.scannedVolumeDetails | volumeArn=Volume ARN, deviceName,
-  volumeType, volumeSizeInGB=Size (GB), encryptionType, snapshotArn=Snapshot ARN
-- AWS API call | service.action.awsApiCallAction | api=API, serviceName=Service, callerType, errorCode,
-  userAgent, domainDetails.domain=Domain, remoteAccountDetails.accountId=Remote account,
-  affectedResources, $REMOTE
-- Network connection | service.action.networkConnectionAction | connectionDirection=Direction, protocol,
-  blocked, localIpDetails.ipAddressV4=Local IP, localIpDetails.ipAddressV6=Local IPv6,
-  localPortDetails.port=Local port, localPortDetails.portName=Local port name,
-  remotePortDetails.port=Remote port, remotePortDetails.portName=Remote port name, $REMOTE
-* Port probe | service.action.portProbeAction.portProbeDetails | localPortDetails.port=Local port,
-  localPortDetails.portName=Port name, localIpDetails.ipAddressV4=Local IP, $REMOTE
-- DNS request | service.action.dnsRequestAction | domain, domainWithSuffix, protocol, blocked,
-  vpcOwnerAccountId=VPC owner
-- Kubernetes API call | service.action.kubernetesApiCallAction | requestUri=Request URI, verb,
-  sourceIPs=Source IPs, userAgent, statusCode, namespace, resource, subresource, resourceName,
-  parameters, $REMOTE
-- Kubernetes permission check | service.action.kubernetesPermissionCheckedDetails | verb, resource,
-  namespace, allowed
-- RDS login attempt | service.action.rdsLoginAttemptAction | $REMOTE
-* RDS login | service.action.rdsLoginAttemptAction.LoginAttributes | user, application,
-  failedLoginAttempts, successfulLoginAttempts
-- Process | service.runtimeDetails.process | $PROCESS, namespacePid=Namespace PID, euid=EUID, pwd
-* Parent process | service.runtimeDetails.process.lineage | $PROCESS
-- Runtime context | service.runtimeDetails.context | scriptPath, commandLineExample, threatFilePath,
-  libraryPath, ldPreloadValue=LD_PRELOAD, moduleName, moduleFilePath, moduleSha256=Module SHA-256,
-  shellHistoryFilePath, mountSource, mountTarget, socketPath, runcBinaryPath, releaseAgentPath, toolName,
-  toolCategory, modifyingProcess.name=Modifying process,
-  modifyingProcess.executableSha256=Modifying process SHA-256, targetProcess.name=Target process
-- Malware scan | service.ebsVolumeScanDetails | scanId=Scan ID, scanType, scanStartedAt, scanCompletedAt,
-  triggerFindingId=Trigger finding, sources
-* Threat | service.ebsVolumeScanDetails.scanDetections.threatDetectedByName.threatNames | name, severity,
-  itemCount, filePaths.filePath=Files, filePaths.hash=Hashes, filePaths.volumeArn=Volumes
-- Malware scan | service.malwareScanDetails | scanId=Scan ID, scanType, scanCategory, uniqueThreatCount
-* Threat | service.malwareScanDetails.threats | name, source, hash, count, itemPaths.nestedItemPath=Paths,
-  itemPaths.hash=Hashes
-- Attack sequence | service.detection.sequence | uid=UID, description, additionalSequenceTypes
-* Sequence indicator | service.detection.sequence.sequenceIndicators | key, title, values
-* Signal | service.detection.sequence.signals | name, type, severity, count, firstSeenAt, lastSeenAt,
-  signalIndicators.values=Indicators, description, uid=UID
-* Actor | service.detection.sequence.actors | id=ID, user.name=User, user.type=User type,
-  user.credentialUid=Credential, user.account.uid=Account, session.mfaStatus=MFA, process.name=Process
-* Endpoint | service.detection.sequence.endpoints | id=ID, ip=IP, domain, port, location.country=Country,
-  location.city=City, autonomousSystem.name=AS, autonomousSystem.number=ASN, connection.direction
-* Sequence resource | service.detection.sequence.resources | uid=UID, name, resourceType,
-  accountId=Account, region
-* Threat intelligence | service.evidence.threatIntelligenceDetails | threatListName=Threat list,
-  threatNames, threatFileSha256=File SHA-256
-"""
-
-
-def _sections(layout: str) -> tuple[tuple[str, tuple[str, ...], tuple, bool], ...]:
-    """Compile ``_LAYOUT`` into (heading, path keys, fields, one line per item) rows."""
-    text = layout.replace("$REMOTE", _REMOTE).replace("$PROCESS", _PROCESS).replace("\n  ", " ")
-    out = []
-    for line in text.strip().splitlines():
-        heading, path, spec = (part.strip() for part in line[1:].split("|"))
-        out.append((heading, tuple(path.split(".")), _fields(spec), line[0] == "*"))
-    return tuple(out)
-
-
-_SECTIONS = _sections(_LAYOUT)
 
 
 def severity_label(severity: float) -> str:
@@ -290,10 +173,10 @@ def _body(finding: dict, notes: tuple[str, ...] | list[str], appendix: str = "")
     lines = [f"GuardDuty finding: {finding.get('title') or finding.get('type')}"]
     lines.extend(f"NOTE: {note}" for note in notes)
     lines.append(f"Severity: {severity} ({severity_label(severity)})")
-    lines.extend(f"{label}: {text}" for label, text in _values(finding, _OVERVIEW))
+    lines.extend(f"{label}: {text}" for label, text in _values(finding, OVERVIEW))
     if is_sample(finding):
         lines.append("Sample: yes (generated by GuardDuty, not real activity)")
-    for heading, path, fields, rows in _SECTIONS:
+    for heading, path, fields, rows in SECTIONS:
         target = _dig(finding, path)
         if not target or isinstance(target, str):
             continue
