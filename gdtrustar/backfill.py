@@ -43,6 +43,7 @@ def backfill(run: Run, targets: list[Target], criteria: Criteria, use_bookmarks:
 def _one_detector(run: Run, target: Target, key: str, wire_criteria: dict, signpost: str) -> None:
     stop = threading.Event()
     frozen = False
+    run.reporter.describe(target.label)
     try:
         for page in prefetch(pages(target, wire_criteria), stop):
             failed_before = run.engine.summary.problems

@@ -81,6 +81,7 @@ class Summary:
 
     counts: dict = field(default_factory=lambda: dict.fromkeys(ACTIONS, 0))
     findings: int = 0
+    enclaves: int = 1
     station_calls: int = 0
     started: float = field(default_factory=time.monotonic)
     finished: Optional[float] = None
@@ -133,7 +134,7 @@ class Engine:
         self.exclude_samples = exclude_samples
         self.force = force
         self.batch_size = batch_size
-        self.summary = Summary()
+        self.summary = Summary(enclaves=max(1, len(enclave_ids)))
         self.dry_run = client_factory is None
         self._local = threading.local()
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="station")
@@ -216,6 +217,8 @@ class Engine:
             return client.write(report)
         except GdTrustarError as exc:
             return exc
+        except Exception as exc:  # a bug or an SDK surprise must still end as a listed failure
+            return GdTrustarError(f"unexpected {type(exc).__name__}: {exc}")
 
     def _drain(self, wait_all: bool) -> None:
         done, _ = wait(self._in_flight, return_when=ALL_COMPLETED if wait_all else FIRST_COMPLETED)

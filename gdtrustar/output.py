@@ -14,7 +14,15 @@ from pathlib import Path
 from typing import IO, Optional
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from gdtrustar.delivery import Outcome, Summary
@@ -48,12 +56,14 @@ class Reporter:
         self.rows: list[tuple[str, ...]] = []
         self.by_severity: Counter = Counter()
         self.by_type: Counter = Counter()
+        self.counts: Counter = Counter()
         self.progress: Optional[Progress] = None
         self._task = None
         if self.err.is_terminal and verbosity >= 0:
             self.progress = Progress(
                 TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                TaskProgressColumn(), TextColumn("{task.fields[detail]}"), TimeElapsedColumn(),
+                TimeRemainingColumn(),
                 console=self.err, transient=True,
             )
             self._task = self.progress.add_task("delivering", total=total, detail="")
@@ -66,13 +76,19 @@ class Reporter:
             self.line(f"{outcome.action}: {outcome.origin}: {outcome.error}")
         if outcome.finding is not None and outcome.action == "dry-run":
             self._tally(outcome)
+        self.counts[outcome.action] += 1
         if self.progress is not None:
-            self.progress.update(self._task, advance=1, detail=outcome.action)
+            detail = " ".join(f"{action} {n}" for action, n in self.counts.items())
+            self.progress.update(self._task, advance=1, detail=detail)
 
     def set_total(self, total: Optional[int], description: Optional[str] = None) -> None:
-        """Backfill knows its total up front (GetFindingsStatistics)."""
+        """Backfill knows its total up front (GetFindingsStatistics) and names the detector it reads."""
         if self.progress is not None:
             self.progress.update(self._task, total=total, description=description or "delivering")
+
+    def describe(self, description: str) -> None:
+        if self.progress is not None:
+            self.progress.update(self._task, description=description)
 
     def line(self, text: str) -> None:
         """One problem line on stderr, above the progress bar."""
@@ -128,8 +144,9 @@ class Reporter:
         counts = ", ".join(f"{count} {action}" for action, count in summary.counts.items() if count) or "nothing"
         rate = summary.findings / summary.elapsed if summary.elapsed > 0 else 0.0
         head = "interrupted" if summary.interrupted else "done"
+        enclaves = f" x {summary.enclaves} enclaves" if summary.enclaves > 1 else ""
         self.err.print(
-            f"gdtrustar: {head}: {summary.findings} findings in {summary.elapsed:.1f}s "
+            f"gdtrustar: {head}: {summary.findings} findings{enclaves} in {summary.elapsed:.1f}s "
             f"({rate:.0f}/s): {counts}; {summary.station_calls} Station writes",
             markup=False, highlight=False,
         )
