@@ -1,13 +1,17 @@
 """Backfill: every existing finding of each detector through the shared delivery engine.
 
 Per detector: count (for the progress total) → pages of 50 findings, prefetched one ahead →
-engine → at each page end ``flush`` (in-flight writes finish, ledger committed) → bookmark.
+engine → at each page end ``flush`` (in-flight writes finish, ledger committed) → at the end,
+the bookmark.
 
-The bookmark is the highest ``updatedAt`` of fully delivered pages (pages are sorted by
-``updatedAt`` ascending), capped by the run's start (the signpost) and stored per (account, region,
-detector, filter). The next run asks GuardDuty only for findings updated at or after it (≥, so
-equal timestamps are re-read and the ledger skips them). It never moves past a failed finding: the
-first failure freezes it for the rest of the run. A crash loses at most the page in flight.
+The bookmark is the highest ``updatedAt`` the detector's listing returned, capped by the run's
+start minus a clock-skew margin (the signpost), stored per (Station, enclaves, region, detector,
+filter), and written only when every finding of the detector was delivered. The next run asks
+GuardDuty only for findings updated at or after it (≥, so equal timestamps are re-read and the
+ledger skips them). It is not moved per page because ListFindings' sort by ``updatedAt`` is
+unconfirmed (api-facts B3): were it ignored, a per-page bookmark could skip an undelivered older
+finding after a crash. The ledger is still committed per page, so a crash (even SIGKILL) loses
+at most the page in flight, and the rerun's re-reads cost no Station call.
 """
 
 from __future__ import annotations
@@ -22,10 +26,13 @@ from gdtrustar.errors import InvalidFindingError
 from gdtrustar.findings import normalize
 from gdtrustar.guardduty import Criteria, Target, count, pages, prefetch
 
+# GuardDuty's clock and eventual consistency vs ours: the bookmark stays this far behind our start.
+SKEW = 15 * 60
+
 
 def backfill(run: Run, targets: list[Target], criteria: Criteria, use_bookmarks: bool) -> None:
     """Deliver every matching finding of every target; Ctrl-C finishes the page in flight."""
-    signpost = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
+    signpost = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(time.time() - SKEW))
     scope = f"{run.ledger.station if run.ledger else ''}|{','.join(run.engine.enclave_ids)}"
     plans = [(t, f"{scope}|{t.region}|{t.detector_id}|{criteria.key()}", None) for t in targets]
     if use_bookmarks and run.ledger is not None:
@@ -42,23 +49,22 @@ def backfill(run: Run, targets: list[Target], criteria: Criteria, use_bookmarks:
 
 def _one_detector(run: Run, target: Target, key: str, wire_criteria: dict, signpost: str) -> None:
     stop = threading.Event()
-    frozen = False
+    clean, newest = True, ""
     run.reporter.describe(target.label)
     try:
         for page in prefetch(pages(target, wire_criteria), stop):
-            failed_before = run.engine.summary.problems
-            newest = ""
+            problems_before = run.engine.summary.problems
             for raw in page:
                 item = _item(target, raw)
                 newest = max(newest, (item.finding or {}).get("updatedAt", ""))
                 run.engine.submit(item)
-            run.engine.flush()
-            frozen = frozen or run.engine.summary.problems > failed_before
-            if not frozen and newest and run.ledger is not None:
-                run.ledger.set_bookmark(key, min(newest, signpost))
-                run.ledger.commit()
+            run.engine.flush()  # a checkpoint: in-flight writes done, ledger committed
+            clean = clean and run.engine.summary.problems == problems_before
     finally:
         stop.set()
+    if clean and newest and run.ledger is not None and not run.engine.summary.interrupted:
+        run.ledger.set_bookmark(key, min(newest, signpost))
+        run.ledger.commit()
 
 
 def _item(target: Target, raw: dict) -> Item:

@@ -215,3 +215,27 @@ def test_ctrl_c_finishes_in_flight_and_exits_130(bf, gd, sim, tmp_path):
     assert {r["finding_id"] for r in records if r["action"] == "created"} <= {
         base64.b64decode(k[1]).decode().split("|", 1)[1] for k in by_ext}
     assert failures.exists()
+
+
+def _since_in_last_listing(gd):
+    listing = [c for c in gd.calls if c.operation == "ListFindings"][-1]
+    return listing.body["findingCriteria"]["criterion"].get("updatedAt", {}).get("greaterThanOrEqual")
+
+
+def test_bookmark_narrows_the_next_listing_but_never_past_a_failure(bf, gd, sim):
+    det = gd.add_detector("us-east-1")
+    stamps = [iso(NOW - timedelta(hours=5, minutes=i)) for i in range(30)]
+    gd.add_findings("us-east-1", det, [make_finding(i, detector_id=det, updated_at=stamps[i]) for i in range(30)])
+    sim.fail_next(1000, 503, kinds={"upsert"})
+    first = bf("backfill", "--region", "us-east-1", env={"GDTRUSTAR_RETRY_ATTEMPTS": "1"})
+    assert first.code == 1
+    sim.clear_faults()
+    second = bf("backfill", "--region", "us-east-1", "--json")
+    assert _since_in_last_listing(gd) is None  # the failed run left no bookmark
+    assert second.actions() == {"created": 30}
+    third = bf("backfill", "--region", "us-east-1", "--json")
+    newest_ms = int(datetime.fromisoformat(max(stamps).replace("Z", "+00:00")).timestamp() * 1000)
+    assert _since_in_last_listing(gd) == newest_ms
+    assert third.actions() == {"unchanged": 1}  # only the finding at the bookmark itself is re-read
+    bf("backfill", "--region", "us-east-1", "--force", "--json")
+    assert _since_in_last_listing(gd) is None
