@@ -1,0 +1,49 @@
+"""The thin door: entry points, usage errors and exit codes, through the console script."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from gdtrustar import __version__
+
+
+def test_version_and_python_dash_m(cli, tmp_path):
+    result = cli("--version")
+    assert result.code == 0 and __version__ in result.stdout
+    proc = subprocess.run([sys.executable, "-m", "gdtrustar", "--help"], capture_output=True, text=True,
+                          env=cli.env, cwd=tmp_path)
+    assert proc.returncode == 0
+    for command in ("send", "backfill", "deploy-lambda"):
+        assert command in proc.stdout
+
+
+def test_usage_errors_exit_2_with_one_message(cli):
+    assert cli("send").code == 2  # SOURCE is required
+    bad = cli("send", "--concurrency", "0", "x.json")
+    assert bad.code == 2 and "concurrency" in bad.stderr
+    sev = cli("backfill", "--min-severity", "urgent", "--region", "us-east-1")
+    assert sev.code == 2 and "urgent" in sev.stderr
+    when = cli("backfill", "--since", "yesterday-ish", "--region", "us-east-1")
+    assert when.code == 2 and "relative time" in when.stderr
+    assert "Traceback" not in bad.stderr + sev.stderr + when.stderr
+
+
+def test_missing_source_is_invalid_not_a_crash(cli):
+    result = cli("send", "--dry-run", "--json", "does-not-exist.json")
+    assert result.code == 1
+    assert result.records[0]["action"] == "invalid"
+    assert "does-not-exist.json: no such file" in result.stderr
+
+
+def test_no_enclave_outside_dry_run_is_exit_2(cli, sim, tmp_path):
+    (tmp_path / "e.json").write_text("{}")
+    cli.station(sim)
+    result = cli("send", "e.json", env={"TRUSTAR_ENCLAVE_IDS": ""})
+    assert result.code == 2 and "TRUSTAR_ENCLAVE_IDS" in result.stderr
+
+
+def test_bad_max_rate_environment_is_exit_2(cli, sim, tmp_path):
+    (tmp_path / "e.json").write_text("{}")
+    result = cli.station(sim)("send", "e.json", env={"TRUSTAR_MAX_RATE": "fast"})
+    assert result.code == 2 and "TRUSTAR_MAX_RATE" in result.stderr
