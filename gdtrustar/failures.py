@@ -39,13 +39,7 @@ class FailuresFile:
         """Append one undelivered finding (or invalid document)."""
         if outcome.action not in ("failed", "invalid"):
             return
-        record: dict = {"failure": {
-            "action": outcome.action,
-            "error": outcome.error,
-            "origin": outcome.origin,
-            "finding_id": outcome.finding_id,
-            "enclave_id": outcome.enclave_id,
-        }}
+        record: dict = {"failure": outcome.record()}
         if outcome.finding is not None:
             record["finding"] = outcome.finding
         elif outcome.document is not None:

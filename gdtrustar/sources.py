@@ -86,38 +86,37 @@ def _parse_text(text: IO[str], name: str) -> Iterator[Document]:
     lineno = 0
     for line in text:
         lineno += 1
-        stripped = line.strip()
-        if not stripped:
+        if not line.strip():
             continue
-        first = _try_json(stripped)
-        if first is _INVALID and not name.endswith((".jsonl", ".jsonl.gz")):
+        first = _line_document(line, name, lineno)
+        if first.error and not name.endswith((".jsonl", ".jsonl.gz")):
             yield from _whole_document(line + text.read(), name, lineno)
-            return
-        if first is _INVALID:
-            yield Document(f"{name}:{lineno}", error=_json_error(stripped))
+        else:
+            yield first
             yield from _json_lines(text, name, lineno)
-            return
-        yield Document(f"{name}:{lineno}", first)
-        yield from _json_lines(text, name, lineno)
         return
     yield Document(name, error="empty file: no JSON found")
 
 
-def _json_lines(text: IO[str], name: str, lineno: int) -> Iterator[Document]:
-    for line in text:
+def _json_lines(lines: Iterable[str], name: str, lineno: int) -> Iterator[Document]:
+    for line in lines:
         lineno += 1
-        stripped = line.strip()
-        if not stripped:
-            continue
-        value = _try_json(stripped)
-        if value is _INVALID:
-            yield Document(f"{name}:{lineno}", error=_json_error(stripped))
-        else:
-            yield Document(f"{name}:{lineno}", value)
+        if line.strip():
+            yield _line_document(line, name, lineno)
+
+
+def _line_document(line: str, name: str, lineno: int) -> Document:
+    origin = f"{name}:{lineno}"
+    try:
+        return Document(origin, json.loads(line))
+    except json.JSONDecodeError as exc:
+        return Document(origin, error=f"invalid JSON: {exc.msg} (column {exc.colno})")
+    except RecursionError:
+        return Document(origin, error="invalid JSON: nested too deeply")
 
 
 def _whole_document(content: str, name: str, first_line: int) -> Iterator[Document]:
-    """One JSON document; if it does not parse but later lines do, it was JSON Lines after all."""
+    """One JSON document; if it does not parse but later lines are JSON objects, it was JSON Lines."""
     try:
         yield Document(name, json.loads(content))
         return
@@ -126,28 +125,9 @@ def _whole_document(content: str, name: str, first_line: int) -> Iterator[Docume
     except RecursionError:
         error = Document(name, error="invalid JSON: nested too deeply")
     lines = content.splitlines()
-    if len(lines) > 1 and any(isinstance(_try_json(line.strip()), dict) for line in lines[1:] if line.strip()):
-        yield Document(f"{name}:{first_line}", error=_json_error(lines[0].strip()))
-        yield from _json_lines(iter(lines[1:]), name, first_line)  # type: ignore[arg-type]
+    later = [_line_document(line, name, first_line + i) for i, line in enumerate(lines[1:], 1) if line.strip()]
+    if any(isinstance(doc.value, dict) for doc in later):
+        yield _line_document(lines[0], name, first_line)
+        yield from later
     else:
         yield error
-
-
-_INVALID = object()
-
-
-def _try_json(line: str) -> Any:
-    try:
-        return json.loads(line)
-    except (json.JSONDecodeError, RecursionError):
-        return _INVALID
-
-
-def _json_error(line: str) -> str:
-    try:
-        json.loads(line)
-    except json.JSONDecodeError as exc:
-        return f"invalid JSON: {exc.msg} (column {exc.colno})"
-    except RecursionError:
-        return "invalid JSON: nested too deeply"
-    return "invalid JSON"
