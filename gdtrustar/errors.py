@@ -40,7 +40,11 @@ class RetriableError(DeliveryError):
 
 
 class PermanentDeliveryError(DeliveryError):
-    """Station rejected the report; repeating the same call cannot help."""
+    """Station rejected the call; repeating it cannot help. ``status`` is the HTTP status."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class EndpointMissingError(DeliveryError):

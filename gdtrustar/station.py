@@ -21,6 +21,7 @@ import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
+from urllib.parse import quote
 
 import requests
 from trustar import TruStar
@@ -40,6 +41,7 @@ from gdtrustar.settings import Settings
 
 log = logging.getLogger(__name__)
 TIMEOUT = (10.0, 60.0)  # connect, read (seconds)
+MAX_SERVER_WAIT = 300.0  # longest 429 waitTime (seconds) we sit out before failing the finding
 
 
 class _TimedApiClient(ApiClient):
@@ -123,7 +125,7 @@ def classify(exc: BaseException, sdk: TruStar) -> Exception:
         return RetriableError(f"{status} from Station: {message}")
     if status in (401, 403) and "token" in str(exc):
         return ConfigError(f"TruSTAR rejected the API key/secret ({status}): check TRUSTAR_API_KEY/TRUSTAR_API_SECRET")
-    return PermanentDeliveryError(f"{status} from Station: {message}")
+    return PermanentDeliveryError(f"{status} from Station: {message}", status=status)
 
 
 def _message(response: Any) -> str:
@@ -200,9 +202,10 @@ class StationClient:
             try:
                 return attempt()
             except RetriableError as exc:
-                # 429s are the server pacing us, not failures: they get twice the attempts.
+                # 429s are the server pacing us, not failures: they get twice the attempts. A wait of
+                # many minutes means a spent quota: fail now (failures file) rather than hang for hours.
                 limit = self.backoff.attempts * (2 if exc.wait is not None else 1)
-                if tries >= limit:
+                if tries >= limit or (exc.wait or 0) > MAX_SERVER_WAIT:
                     raise
                 delay = self.backoff.delay(tries, exc.wait)
                 log.info("retry %d after %.2fs: %s", tries, delay, exc)
@@ -229,7 +232,7 @@ class StationClient:
             response = self._call("POST", "reports/upsert", params={"idType": "external", "mode": "OVERRIDE"},
                                   data=json.dumps(report.payload()))
         except PermanentDeliveryError as exc:
-            if str(exc).startswith(("404", "405")):
+            if exc.status in (404, 405):
                 raise EndpointMissingError(str(exc)) from exc
             raise
         report_id, existed = _parse_upsert(response)
@@ -242,7 +245,7 @@ class StationClient:
         if existing is None:
             response = self._call("POST", "reports", data=body)
             return WriteResult(response.text.strip().strip('"') or None, False, counter[0])
-        self._call("PUT", f"reports/{report.external_id}", params={"idType": "external"}, data=body)
+        self._call("PUT", f"reports/{quote(report.external_id, safe='')}", params={"idType": "external"}, data=body)
         return WriteResult(existing.get("id"), True, counter[0])
 
     def lookup(self, external_id: str, counter: Optional[list] = None) -> Optional[dict]:
@@ -250,9 +253,9 @@ class StationClient:
         if counter is not None:
             counter[0] += 1
         try:
-            return self._call("GET", f"reports/{external_id}", params={"idType": "external"}).json()
+            return self._call("GET", f"reports/{quote(external_id, safe='')}", params={"idType": "external"}).json()
         except PermanentDeliveryError as exc:
-            if str(exc).startswith("404"):
+            if exc.status == 404:
                 return None
             raise
 

@@ -264,3 +264,18 @@ def test_flag_beats_environment_and_trustar_conf_is_read(cli, sim, tmp_path):
                  "--enclave-id", "enc-a", str(path), env={"TRUSTAR_ENCLAVE_IDS": "enc-b"})
     assert result.code == 0, result.stderr
     assert [r["enclave_id"] for r in result.records] == ["enc-a"]
+
+
+def test_fallback_path_handles_external_ids_with_url_special_characters(cli, sim, tmp_path):
+    sim.upsert_supported = False
+    finding = make_finding(1)
+    finding["id"] = "id~~0?>"  # base64("enc-a|id~~0?>") holds "+" and "/"
+    assert "/" in base64.b64encode(f"enc-a|{finding['id']}".encode()).decode()
+    path = write_jsonl(tmp_path / "e.jsonl", [to_eventbridge(finding)])
+    cli.station(sim)
+    assert cli("send", "--json", str(path)).actions() == {"created": 1}
+    finding["updatedAt"] = "2031-01-01T00:00:00.000Z"
+    write_jsonl(path, [to_eventbridge(finding)])
+    assert cli("send", "--json", str(path)).actions() == {"updated": 1}
+    assert_exactly_once(sim, [finding["id"]])
+    assert sim.count("put", 200) == 1
