@@ -279,3 +279,13 @@ def test_fallback_path_handles_external_ids_with_url_special_characters(cli, sim
     assert cli("send", "--json", str(path)).actions() == {"updated": 1}
     assert_exactly_once(sim, [finding["id"]])
     assert sim.count("put", 200) == 1
+
+
+def test_spent_quota_fails_fast_into_the_failures_file(cli, sim, tmp_path):
+    path = write_jsonl(tmp_path / "e.jsonl", events(1))
+    sim.storm_429(1, wait_ms=4 * 3600 * 1000, kinds={"upsert"})  # "come back in four hours"
+    failures = tmp_path / "failures.jsonl"
+    result = cli.station(sim)("send", "--json", "--failures", str(failures), str(path))
+    assert result.code == 1
+    assert result.records[0]["action"] == "failed" and "429" in result.records[0]["error"]
+    assert len(failures.read_text().splitlines()) == 1
