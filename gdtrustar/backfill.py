@@ -22,7 +22,7 @@ from typing import Any, Optional
 
 from gdtrustar.app import Run
 from gdtrustar.delivery import Item
-from gdtrustar.errors import InvalidFindingError
+from gdtrustar.errors import ConfigError, InvalidFindingError
 from gdtrustar.findings import normalize
 from gdtrustar.guardduty import Criteria, Target, count, pages, prefetch
 
@@ -86,6 +86,10 @@ def _ms(iso: Optional[str]) -> Optional[int]:
 def build_session(profile: Optional[str]) -> Any:
     """A boto3 session; ``AWS_ENDPOINT_URL*`` variables are honoured by boto3 itself."""
     import boto3
+    from botocore.exceptions import BotoCoreError
 
-    return boto3.Session(profile_name=profile) if profile else boto3.Session()
+    try:
+        return boto3.Session(profile_name=profile) if profile else boto3.Session()
+    except BotoCoreError as exc:  # e.g. ProfileNotFound
+        raise ConfigError(str(exc)) from exc
 
