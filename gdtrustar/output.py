@@ -147,7 +147,7 @@ class Reporter:
         enclaves = f" x {summary.enclaves} enclaves" if summary.enclaves > 1 else ""
         self.err.print(
             f"gdtrustar: {head}: {summary.findings} findings{enclaves} in {summary.elapsed:.1f}s "
-            f"({rate:.0f}/s): {counts}" + ("" if self.dry_run else f"; {summary.station_calls} Station writes"),
+            f"({rate:.0f}/s): {counts}" + ("" if self.dry_run else f"; {summary.station_calls} Station calls"),
             markup=False, highlight=False,
         )
         if failures_path is not None and summary.problems:
