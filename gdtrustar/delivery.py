@@ -104,12 +104,29 @@ def items_from(documents: Iterable[Document]) -> Iterator[Item]:
             continue
         for where, candidate in explode(doc.value):
             origin = f"{doc.origin}{where and ' ' + where}"
-            try:
-                yield Item(origin, finding=normalize(candidate))
-            except InvalidFindingError as exc:
-                yield Item(origin, error=str(exc), document=candidate)
-            except RecursionError:
-                yield Item(origin, error="document nested too deeply", document=None)
+            yield _item(origin, candidate)
+
+
+def _item(origin: str, candidate: Any) -> Item:
+    replayed = _replayed_failure(candidate)
+    if replayed:
+        return Item(origin, error=replayed)
+    try:
+        return Item(origin, finding=normalize(candidate))
+    except InvalidFindingError as exc:
+        return Item(origin, error=str(exc), document=candidate)
+    except RecursionError:
+        return Item(origin, error="document nested too deeply")
+    except Exception as exc:  # whatever a hostile document provokes, the run goes on
+        return Item(origin, error=f"cannot read finding: {type(exc).__name__}: {exc}"[:300], document=candidate)
+
+
+def _replayed_failure(candidate: Any) -> Optional[str]:
+    """A failures-file line for input that never was a finding keeps its original reason on replay."""
+    if isinstance(candidate, dict) and isinstance(candidate.get("failure"), dict) and len(candidate) == 1:
+        failure = candidate["failure"]
+        return str(failure.get("error") or "listed as undeliverable in a failures file")
+    return None
 
 
 class Engine:
@@ -162,8 +179,13 @@ class Engine:
             self._emit(Outcome("invalid", item.origin, error=item.error, document=item.document))
             return
         finding_id = item.finding["id"]
-        for enclave_id in self.enclave_ids or (None,):
-            report = build_report(item.finding, enclave_id or PLACEHOLDER_ENCLAVE)
+        try:
+            reports = [(e, build_report(item.finding, e or PLACEHOLDER_ENCLAVE)) for e in self.enclave_ids or (None,)]
+        except (RecursionError, ValueError, TypeError) as exc:  # a finding the mapper cannot render
+            self._emit(Outcome("invalid", item.origin, finding_id, error=f"cannot map finding: {type(exc).__name__}",
+                               finding=item.finding))
+            return
+        for enclave_id, report in reports:
             self._route(item, finding_id, enclave_id, report)
 
     def flush(self) -> None:

@@ -149,10 +149,10 @@ def _time_from_string(text: str) -> str | None:
 
 
 def _time_from_epoch(number: float) -> str | None:
-    seconds = number / 1000.0 if abs(number) > 1e11 else float(number)
     try:
+        seconds = number / 1000.0 if abs(number) > 1e11 else float(number)
         return _format(_EPOCH + timedelta(seconds=seconds))
-    except OverflowError:
+    except (OverflowError, ValueError):  # huge integers, NaN, infinity
         return None
 
 
@@ -178,8 +178,12 @@ def _walk(value: Any, shape: _Shape, pascal: bool) -> Any:
             return [_walk(element, item, pascal) for element in value]
         return _plain(value, pascal)
     if kind == DOUBLE:
-        is_int = isinstance(value, int) and not isinstance(value, bool)
-        return float(value) if is_int else _plain(value, pascal)
+        if isinstance(value, int) and not isinstance(value, bool):
+            try:
+                return float(value)
+            except OverflowError:  # a 400-digit "severity": carried as is, then rejected by validation
+                return value
+        return _plain(value, pascal)
     if kind == INTEGER:
         return int(value) if isinstance(value, float) and value.is_integer() else _plain(value, pascal)
     if kind == TIME:
@@ -218,17 +222,27 @@ def _walk_struct(value: dict, shape: _Shape, pascal: bool) -> dict:
     return out
 
 
-def _plain(value: Any, pascal: bool, rename: bool = True) -> Any:
-    """Make a value without a model shape JSON-safe (lower-first keys for PascalCase input)."""
+MAX_FREE_DEPTH = 64
+
+
+def _plain(value: Any, pascal: bool, rename: bool = True, depth: int = 0) -> Any:
+    """Make a value without a model shape JSON-safe (lower-first keys for PascalCase input).
+
+    Free-form data (unknown members, additionalInfo) is the only unbounded nesting in a finding;
+    real findings stay far below ``MAX_FREE_DEPTH``, and deeper input would break every later step.
+    """
     if value is None or isinstance(value, (str, bool, int, float)):
         return value
+    if depth > MAX_FREE_DEPTH:
+        raise InvalidFindingError(f"finding is nested too deeply (over {MAX_FREE_DEPTH} levels of free-form data)")
+    depth += 1
     if isinstance(value, dict):
         fix = _lower_first if pascal and rename else str
-        return {fix(str(key)): _plain(element, pascal, rename) for key, element in value.items()}
+        return {fix(str(key)): _plain(element, pascal, rename, depth) for key, element in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(element, pascal, rename) for element in value]
+        return [_plain(element, pascal, rename, depth) for element in value]
     if isinstance(value, (set, frozenset)):  # not JSON; sorted so the output stays deterministic
-        return sorted((_plain(element, pascal, rename) for element in value), key=str)
+        return sorted((_plain(element, pascal, rename, depth) for element in value), key=str)
     if isinstance(value, datetime):
         return _format(value)
     return str(value)

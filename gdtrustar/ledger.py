@@ -75,6 +75,9 @@ def _connect_private(path: Path) -> sqlite3.Connection:
         conn.executescript(SCHEMA)
     finally:
         os.umask(old)
+    for name in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):  # an older file may have been 0644
+        if name.exists():
+            os.chmod(name, 0o600)
     return conn
 
 

@@ -35,6 +35,7 @@ SEVERITY_LABELS = ((9.0, "Critical"), (7.0, "High"), (4.0, "Medium"), (0.0, "Low
 # Station's title limit is UNCONFIRMED (api-facts A13); 256 keeps titles readable and is a common cap.
 TITLE_LIMIT = 256
 URL_LIMIT = 500  # externalUrl "Limit 500 alphanumeric characters" (api-facts A13)
+STRING_LIMIT = 16_384  # longest single value shown; Station's body size limit is UNCONFIRMED (api-facts A13)
 INDICATOR_BUDGET = 450  # Station's cap is 500: leave a margin for tokens it counts differently
 _CAPS = (200, 100, 50, 20, 10, 5, 2, 1, 0)  # list lengths tried, in order, when a finding is too big
 _TRIM_REASON = "finding trimmed to stay under Station's 500-indicator limit"
@@ -102,7 +103,11 @@ def build_report(finding: dict, enclave_id: str) -> Report:
     """Map a normalised finding (``findings.normalize`` output) to its Station report."""
     strings: list[str] = []
     appendix = _appendix(finding, strings)
-    body = _body(finding, (), appendix)
+    notes: list[str] = []
+    if max(map(len, strings), default=0) > STRING_LIMIT:  # rare: only absurd findings pay for a copy
+        finding, strings = _cap_strings(finding, notes), []
+        appendix = _appendix(finding, strings)
+    body = _body(finding, notes, appendix)
     # The summary only repeats the finding's strings, so a cheap upper bound over those distinct
     # strings spares the exact count of the whole body on the common (small) path.
     if _indicator_bound("\n".join(set(strings))) > INDICATOR_BUDGET - 100:
@@ -323,6 +328,19 @@ def _trimmed_body(finding: dict) -> str:
             "updatedAt")
     note = f"the finding's details were omitted ({_TRIM_REASON}); see the GuardDuty console"
     return _body({key: finding[key] for key in keep if key in finding}, [note])
+
+
+def _cap_strings(obj: Any, notes: list[str]) -> Any:
+    """Copy ``obj`` with every string over ``STRING_LIMIT`` cut, saying so once in the notes."""
+    if isinstance(obj, dict):
+        return {key: _cap_strings(value, notes) for key, value in obj.items()}
+    if isinstance(obj, list):
+        return [_cap_strings(value, notes) for value in obj]
+    if isinstance(obj, str) and len(obj) > STRING_LIMIT:
+        if not notes:
+            notes.append(f"values longer than {STRING_LIMIT:,} characters were cut")
+        return f"{obj[:STRING_LIMIT]}… [{len(obj) - STRING_LIMIT:,} more characters omitted]"
+    return obj
 
 
 def _cap_lists(obj: Any, cap: int, name: str, notes: list[str]) -> Any:

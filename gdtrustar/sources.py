@@ -68,11 +68,15 @@ def read_file(path: Path) -> Iterator[Document]:
 
 def _read_stream(raw: IO[bytes], name: str) -> Iterator[Document]:
     buffered = io.BufferedReader(raw) if not hasattr(raw, "peek") else raw
-    if buffered.peek(2)[:2] == GZIP_MAGIC:
+    gzipped = buffered.peek(2)[:2] == GZIP_MAGIC
+    if gzipped:
         buffered = gzip.GzipFile(fileobj=buffered, mode="rb")  # type: ignore[assignment]
     text = io.TextIOWrapper(buffered, encoding="utf-8", errors="strict", newline=None)
+    # Zero JSON Lines records is a valid (e.g. replayed, all-delivered) failures file; an empty
+    # .json, or a .gz that is not even gzip, is not.
+    empty_ok = name.endswith(".jsonl") or (gzipped and name.endswith(".jsonl.gz"))
     try:
-        yield from _parse_text(text, name)
+        yield from _parse_text(text, name, empty_ok)
     except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
         yield Document(name, error=f"truncated or corrupt gzip ({exc})")
     except UnicodeDecodeError:
@@ -81,7 +85,7 @@ def _read_stream(raw: IO[bytes], name: str) -> Iterator[Document]:
         yield Document(name, error=f"read error: {exc}")
 
 
-def _parse_text(text: IO[str], name: str) -> Iterator[Document]:
+def _parse_text(text: IO[str], name: str, empty_ok: bool) -> Iterator[Document]:
     """Decide JSON Lines vs one document from the first non-blank line, then parse."""
     lineno = 0
     for line in text:
@@ -95,7 +99,8 @@ def _parse_text(text: IO[str], name: str) -> Iterator[Document]:
             yield first
             yield from _json_lines(text, name, lineno)
         return
-    yield Document(name, error="empty file: no JSON found")
+    if not empty_ok:
+        yield Document(name, error="empty file: no JSON found")
 
 
 def _json_lines(lines: Iterable[str], name: str, lineno: int) -> Iterator[Document]:
@@ -111,8 +116,8 @@ def _line_document(line: str, name: str, lineno: int) -> Document:
         return Document(origin, json.loads(line))
     except json.JSONDecodeError as exc:
         return Document(origin, error=f"invalid JSON: {exc.msg} (column {exc.colno})")
-    except RecursionError:
-        return Document(origin, error="invalid JSON: nested too deeply")
+    except (ValueError, RecursionError) as exc:  # e.g. an integer of more than 4300 digits
+        return Document(origin, error=f"invalid JSON: {_short(exc)}")
 
 
 def _whole_document(content: str, name: str, first_line: int) -> Iterator[Document]:
@@ -122,8 +127,8 @@ def _whole_document(content: str, name: str, first_line: int) -> Iterator[Docume
         return
     except json.JSONDecodeError as exc:
         error = Document(f"{name}:{exc.lineno + first_line - 1}", error=f"invalid JSON: {exc.msg} (column {exc.colno})")
-    except RecursionError:
-        error = Document(name, error="invalid JSON: nested too deeply")
+    except (ValueError, RecursionError) as exc:
+        error = Document(name, error=f"invalid JSON: {_short(exc)}")
     lines = content.splitlines()
     later = [_line_document(line, name, first_line + i) for i, line in enumerate(lines[1:], 1) if line.strip()]
     if any(isinstance(doc.value, dict) for doc in later):
@@ -131,3 +136,9 @@ def _whole_document(content: str, name: str, first_line: int) -> Iterator[Docume
         yield from later
     else:
         yield error
+
+
+def _short(exc: Exception) -> str:
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    return str(exc).split(";")[0][:120] or type(exc).__name__

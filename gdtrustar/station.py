@@ -110,6 +110,10 @@ def make_sdk(settings: Settings) -> TruStar:
 
 def classify(exc: BaseException, sdk: TruStar) -> Exception:
     """Turn whatever the SDK or requests raised into one of our error types."""
+    if isinstance(exc, requests.exceptions.SSLError):  # not transient: never retried, never ignored
+        reason = "certificate verification failed" if "CERTIFICATE_VERIFY_FAILED" in str(exc) else "TLS error"
+        return ConfigError(f"TLS connection to Station refused: {reason} ({_host(exc)}); "
+                           "gdtrustar always verifies certificates (set REQUESTS_CA_BUNDLE for a private CA)")
     if isinstance(exc, (requests.ConnectionError, requests.Timeout)):
         return RetriableError(f"connection to Station failed: {type(exc).__name__}", sent=True)
     response = getattr(exc, "response", None)
@@ -126,6 +130,12 @@ def classify(exc: BaseException, sdk: TruStar) -> Exception:
     if status in (401, 403) and "token" in str(exc):
         return ConfigError(f"TruSTAR rejected the API key/secret ({status}): check TRUSTAR_API_KEY/TRUSTAR_API_SECRET")
     return PermanentDeliveryError(f"{status} from Station: {message}", status=status)
+
+
+def _host(exc: Exception) -> str:
+    request = getattr(exc, "request", None)
+    url = getattr(request, "url", None) or ""
+    return url.split("/")[2] if url.count("/") >= 2 else "unknown host"
 
 
 def _message(response: Any) -> str:

@@ -29,7 +29,7 @@ class Result:
     @property
     def records(self) -> list[dict]:
         """The ``--json`` records on stdout."""
-        return [json.loads(line) for line in self.stdout.splitlines() if line.strip()]
+        return [json.loads(line) for line in self.stdout.split("\n") if line.strip()]  # not splitlines: U+2028
 
     def actions(self) -> dict[str, int]:
         counts: dict[str, int] = {}

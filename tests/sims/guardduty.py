@@ -644,7 +644,9 @@ class GuardDutyEmulator:
 
     def _op_list_findings(self, region: str, det: _Detector, body: dict) -> dict:
         max_results = self._max_results(body.get("maxResults"))
-        ids = [f["id"] for f in _sorted(self._filtered(det, body), body.get("sortCriteria"))]
+        # A follow-up page is served from the first page's snapshot: don't filter and sort again.
+        ids = [] if body.get("nextToken") else [
+            f["id"] for f in _sorted(self._filtered(det, body), body.get("sortCriteria"))]
         page, token = self._page(ids, max_results, body.get("nextToken"))
         out: dict = {"findingIds": page}
         if token:
