@@ -7,6 +7,7 @@ constructs clients, clocks or consoles, so every piece below can be given simula
 from __future__ import annotations
 
 import enum
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Optional
@@ -15,6 +16,7 @@ from gdtrustar.delivery import Engine, Item, Summary
 from gdtrustar.failures import FailuresFile
 from gdtrustar.ledger import Ledger, default_path
 from gdtrustar.output import Reporter
+from gdtrustar.pacing import TokenBucket
 from gdtrustar.settings import Settings
 
 
@@ -50,14 +52,18 @@ class Run:
         self.failures = FailuresFile(options.failures, explicit=options.failures is not None)
         self.ledger: Optional[Ledger] = None
         factory = None
+        self.bucket: Optional[TokenBucket] = None
         if not options.dry_run:
             settings.require_credentials()
             settings.require_enclaves()
             from gdtrustar.station import station_factory  # deferred: the SDK is slow to import
 
-            factory = station_factory(settings)
-            factory().check_enclaves(settings.enclave_ids)
             self.ledger = Ledger(options.state or default_path(), settings.api_endpoint)
+            self.bucket = TokenBucket(settings.max_rate)
+            now = time.time()
+            self.bucket.seed([now - t for t in self.ledger.recent_calls(now - self.bucket.window)])
+            factory = station_factory(settings, self.bucket)
+            factory().check_enclaves(settings.enclave_ids)
         self.engine = Engine(
             enclave_ids=settings.enclave_ids,
             sink=self._sink,
@@ -84,6 +90,9 @@ class Run:
         if summary.finished is None:
             self.engine.close()
         if self.ledger is not None:
+            if self.bucket is not None:  # the next run on this key starts where this one's budget is
+                now = time.time()
+                self.ledger.save_calls([now - age for age in self.bucket.ages()])
             self.ledger.close()
         path = self.failures.close()
         self.reporter.finish(summary, path)

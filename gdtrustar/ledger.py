@@ -28,6 +28,10 @@ CREATE TABLE IF NOT EXISTS deliveries (
     delivered_at REAL NOT NULL,
     PRIMARY KEY (station, enclave_id, finding_id)
 );
+CREATE TABLE IF NOT EXISTS recent_calls (
+    station TEXT NOT NULL,
+    at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS bookmarks (
     partition_key TEXT PRIMARY KEY,
     value TEXT NOT NULL,
@@ -111,6 +115,16 @@ class Ledger:
 
     def set_bookmark(self, key: str, value: str) -> None:
         self.conn.execute("INSERT OR REPLACE INTO bookmarks VALUES (?, ?, ?)", (key, value, time.time()))
+
+    def recent_calls(self, since: float) -> list[float]:
+        """Wall-clock times of this Station's calls after ``since`` (made by earlier runs)."""
+        rows = self.conn.execute("SELECT at FROM recent_calls WHERE station=? AND at>?", (self.station, since))
+        return [row[0] for row in rows]
+
+    def save_calls(self, times: list[float]) -> None:
+        """Replace the remembered call times (only the last minute's matter to the pacer)."""
+        self.conn.execute("DELETE FROM recent_calls WHERE station=?", (self.station,))
+        self.conn.executemany("INSERT INTO recent_calls VALUES (?, ?)", [(self.station, t) for t in times])
 
     def commit(self) -> None:
         """Make everything recorded so far durable and start the next batch."""

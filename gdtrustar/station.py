@@ -294,9 +294,9 @@ def backoff_from_env() -> Backoff:
     )
 
 
-def station_factory(settings: Settings) -> Callable[[], StationClient]:
+def station_factory(settings: Settings, bucket: Optional[TokenBucket] = None) -> Callable[[], StationClient]:
     """A factory of per-thread Station clients sharing one pacer and one upsert switch."""
-    bucket = TokenBucket(settings.max_rate)
+    bucket = bucket or TokenBucket(settings.max_rate)
     upsert = UpsertSupport()
     backoff = backoff_from_env()
     lock = threading.Lock()
