@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterable, Iterator, Optional
 from gdtrustar.errors import GdTrustarError, InvalidFindingError
 from gdtrustar.findings import explode, is_sample, normalize
 from gdtrustar.ledger import Ledger, decide
-from gdtrustar.mapper import Report, build_report
+from gdtrustar.mapper import Report, build_report, external_id
 from gdtrustar.sources import Document
 from gdtrustar.station import StationClient, WriteResult
 
@@ -179,6 +179,12 @@ class Engine:
             self._emit(Outcome("invalid", item.origin, error=item.error, document=item.document))
             return
         finding_id = item.finding["id"]
+        if self.exclude_samples and is_sample(item.finding):
+            for enclave_id in self.enclave_ids or (None,):
+                self._emit(Outcome("skipped", item.origin, finding_id, enclave_id,
+                                   enclave_id and external_id(enclave_id, finding_id),
+                                   error="sample finding excluded by --exclude-samples", finding=item.finding))
+            return
         try:
             reports = [(e, build_report(item.finding, e or PLACEHOLDER_ENCLAVE)) for e in self.enclave_ids or (None,)]
         except (RecursionError, ValueError, TypeError) as exc:  # a finding the mapper cannot render
@@ -205,13 +211,10 @@ class Engine:
 
     # -- internals ----------------------------------------------------------------------------
     def _route(self, item: Item, finding_id: str, enclave_id: Optional[str], report: Report) -> None:
-        base = Outcome("skipped", item.origin, finding_id, enclave_id, enclave_id and report.external_id,
+        base = Outcome("dry-run", item.origin, finding_id, enclave_id, enclave_id and report.external_id,
                        finding=item.finding)
-        if self.exclude_samples and is_sample(item.finding):
-            base.error = "sample finding excluded by --exclude-samples"
-            return self._emit(base)
         if self.dry_run or enclave_id is None:
-            base.action, base.report = "dry-run", report.payload()
+            base.report = report.payload()
             return self._emit(base)
         key = (enclave_id, finding_id)
         while key in self._in_flight_keys:  # the same finding twice in one run: let the first land
