@@ -7,6 +7,7 @@ stdout going to a file so a 50,000-record ``--json`` stream never sits in a pipe
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 import os
@@ -130,25 +131,20 @@ def run_cli(args: Iterable[str], env: dict, cwd: Path, name: str, timeout: float
 def rate_share(times: list[float], quota: float, window: float = 60.0) -> dict:
     """Achieved call rate as a share of the quota, from call timestamps.
 
-    ``steady``: calls per minute between the first and the last call of the steady part (the first
-    and last 5% of calls dropped: start-up and the tail), over the quota. ``max_window``: the most
-    calls in any sliding ``window`` (only when the run is at least that long), over the quota.
+    ``steady``: calls in the run's first k whole windows (k = span // window) over k × quota: the
+    pacer spends its budget in bursts, so only whole windows say how much of it a run used.
+    ``max_window``: the most calls in any sliding ``window`` over the quota (must stay <= 100%).
+    Both need a run at least one window long.
     """
     times = sorted(times)
     n = len(times)
     out = {"calls": n, "steady": None, "max_window": None, "span_s": (times[-1] - times[0]) if n > 1 else 0.0}
-    if n >= 20:
-        lo, hi = n // 20, n - 1 - n // 20
-        span = times[hi] - times[lo]
-        if span > 0:
-            out["steady"] = (hi - lo) / span * 60.0 / quota
-    if n > 1 and times[-1] - times[0] >= window:
-        best, j = 0, 0
-        for i, t in enumerate(times):
-            while times[j] <= t - window:
-                j += 1
-            best = max(best, i - j + 1)
-        out["max_window"] = best / (quota * window / 60.0)
+    whole = int(out["span_s"] // window)
+    if whole:
+        used = bisect.bisect_left(times, times[0] + whole * window)
+        out["steady"] = used / (whole * quota * window / 60.0)
+        out["max_window"] = max(bisect.bisect_left(times, t + window) - i for i, t in enumerate(times)) / (
+            quota * window / 60.0)
     return out
 
 
