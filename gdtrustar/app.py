@@ -1,12 +1,11 @@
 """The composition root: wires settings, Station clients, ledger, output and failures into a run.
 
-Commands (and tests) get a ``Run`` from ``open_run`` and feed it items; nothing else in the package
-constructs clients, clocks or consoles, so every piece below can be given simulators instead.
+Commands build a ``Run`` and feed it items. The Run checks the settings and the enclave permissions
+before anything is shown, so a configuration error is one line on a clean terminal.
 """
 
 from __future__ import annotations
 
-import enum
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,15 +17,7 @@ from gdtrustar.ledger import Ledger, default_path
 from gdtrustar.output import Reporter
 from gdtrustar.pacing import TokenBucket
 from gdtrustar.settings import Settings
-
-
-class ExitStatus(enum.IntEnum):
-    """Process exit codes (a contract)."""
-
-    SUCCESS = 0
-    UNDELIVERED = 1  # some findings invalid or failed: listed in the failures file
-    ERROR = 2  # usage or configuration error
-    INTERRUPTED = 130
+from gdtrustar.status import ExitStatus
 
 
 @dataclass(frozen=True)
@@ -48,11 +39,9 @@ class Run:
 
     def __init__(self, settings: Settings, options: RunOptions) -> None:
         self.options = options
-        self.reporter = Reporter(json_mode=options.json, dry_run=options.dry_run, verbosity=options.verbosity)
-        self.failures = FailuresFile(options.failures, explicit=options.failures is not None)
         self.ledger: Optional[Ledger] = None
-        factory = None
         self.bucket: Optional[TokenBucket] = None
+        factory = None
         if not options.dry_run:
             settings.require_credentials()
             settings.require_enclaves()
@@ -64,6 +53,8 @@ class Run:
             self.bucket.seed([now - t for t in self.ledger.recent_calls(now - self.bucket.window)])
             factory = station_factory(settings, self.bucket)
             factory().check_enclaves(settings.enclave_ids)
+        self.reporter = Reporter(json_mode=options.json, dry_run=options.dry_run, verbosity=options.verbosity)
+        self.failures = FailuresFile(options.failures, explicit=options.failures is not None)
         self.engine = Engine(
             enclave_ids=settings.enclave_ids,
             sink=self._sink,

@@ -13,8 +13,7 @@ from gdtrustar.deploy.command import deploy_lambda
 from gdtrustar.errors import GdTrustarError
 from gdtrustar.logs import redact, setup_logging
 from gdtrustar.options import SEVERITY, WHEN, settings_from, station_options, verbosity_options
-
-EXIT_ERROR, EXIT_INTERRUPTED = 2, 130
+from gdtrustar.status import ExitStatus
 
 
 def run_options(func: Callable) -> Callable:
@@ -141,24 +140,21 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
         status = cli.main(args=argv, prog_name="gdtrustar", standalone_mode=False)
-    except click.exceptions.Abort:
+    except (click.exceptions.Abort, KeyboardInterrupt):
         click.echo("gdtrustar: interrupted", err=True)
-        sys.exit(EXIT_INTERRUPTED)
+        sys.exit(ExitStatus.INTERRUPTED)
     except click.ClickException as exc:
         exc.show()
-        sys.exit(EXIT_ERROR)
-    except KeyboardInterrupt:
-        click.echo("gdtrustar: interrupted", err=True)
-        sys.exit(EXIT_INTERRUPTED)
+        sys.exit(ExitStatus.ERROR)
     except GdTrustarError as exc:
         if debug:
             raise
         click.echo(f"gdtrustar: error: {redact(str(exc))}", err=True)
-        sys.exit(EXIT_ERROR)
+        sys.exit(ExitStatus.ERROR)
     except Exception as exc:  # the boundary: one line, never a traceback, unless --debug
         if debug:
             raise
         click.echo(f"gdtrustar: error: unexpected {type(exc).__name__}: {redact(str(exc))} (rerun with --debug)",
                    err=True)
-        sys.exit(1)
+        sys.exit(ExitStatus.UNDELIVERED)
     sys.exit(status if isinstance(status, int) else 0)
