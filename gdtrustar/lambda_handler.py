@@ -44,6 +44,8 @@ class _Runtime:
             if settings.secret_arn:
                 settings = settings.with_secret(*fetch_secret(settings.secret_arn))
                 self.fetched_at = time.monotonic()
+                if self.client is not None and settings == self.settings:
+                    return self.client  # same secret: keep the checked client and its token
             settings.require_credentials()
             settings.require_enclaves()
             client = station_factory(settings)()
