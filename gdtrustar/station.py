@@ -123,6 +123,8 @@ def classify(exc: BaseException, sdk: TruStar) -> Exception:
     if status is None:
         return RetriableError(f"Station call failed: {exc}")
     message = _message(response)
+    if status == 501:  # "Not Implemented": an endpoint this Station lacks, not a passing fault
+        return PermanentDeliveryError(f"501 from Station: {message}", status=501)
     if status == 429:
         return RetriableError(f"429 rate limited: {message}", wait=_wait_seconds(response))
     if status >= 500:
@@ -242,7 +244,7 @@ class StationClient:
             response = self._call("POST", "reports/upsert", params={"idType": "external", "mode": "OVERRIDE"},
                                   data=json.dumps(report.payload()))
         except PermanentDeliveryError as exc:
-            if exc.status in (404, 405):
+            if exc.status in (404, 405, 501):
                 raise EndpointMissingError(str(exc)) from exc
             raise
         report_id, existed = _parse_upsert(response)
