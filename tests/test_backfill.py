@@ -239,3 +239,22 @@ def test_bookmark_narrows_the_next_listing_but_never_past_a_failure(bf, gd, sim)
     assert third.actions() == {"unchanged": 1}  # only the finding at the bookmark itself is re-read
     bf("backfill", "--region", "us-east-1", "--force", "--json")
     assert _since_in_last_listing(gd) is None
+
+
+def test_all_regions_asks_ec2_for_the_enabled_regions(bf, gd, sim):
+    from moto.server import ThreadedMotoServer
+
+    seed(gd, "eu-west-1", 3, start=3000)
+    seed(gd, "ap-southeast-2", 2, start=4000)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        result = bf("backfill", "--all-regions", "--dry-run", "--json",
+                    env={"AWS_ENDPOINT_URL_EC2": f"http://{host}:{port}"})
+    finally:
+        server.stop()
+    assert result.code == 0, result.stderr
+    assert len(result.records) == 5
+    listed_regions = {c.region for c in gd.calls if c.operation == "ListDetectors"}
+    assert {"eu-west-1", "ap-southeast-2", "us-east-1"} <= listed_regions
