@@ -20,6 +20,7 @@ server's ``waitTime`` and shrinks the capacity by 10%; it grows back one token p
 from __future__ import annotations
 
 import collections
+import logging
 import math
 import random
 import threading
@@ -27,6 +28,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Optional
 
+log = logging.getLogger(__name__)
 WINDOW = 60.0
 WINDOW_MARGIN = 1.0
 
@@ -70,6 +72,8 @@ class TokenBucket:
         """Block until the caller may make one call."""
         wait = self.reserve()
         if wait > 0:
+            if wait > 5:
+                log.info("waiting %.0fs for Station's per-minute budget (%d calls a minute)", wait, self.capacity)
             self._sleep(wait)
 
     def pause(self, seconds: float) -> None:
