@@ -6,10 +6,13 @@ before anything is shown, so a configuration error is one line on a clean termin
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Iterable, Iterator, Optional
 
 from gdtrustar.delivery import Engine, Item, Summary
 from gdtrustar.failures import FailuresFile
@@ -71,9 +74,33 @@ class Run:
 
     def deliver(self, items: Iterable[Item]) -> Summary:
         """Deliver a stream of items and finish the run."""
-        summary = self.engine.run(items)
+        with self.graceful_interrupt():
+            summary = self.engine.run(items)
         self.finish()
         return summary
+
+    @contextlib.contextmanager
+    def graceful_interrupt(self) -> Iterator[None]:
+        """First Ctrl-C: stop taking findings, let in-flight writes finish and be recorded.
+
+        A KeyboardInterrupt raised at an arbitrary point of the main thread could land between a
+        write's completion and its ledger row or output record; a flag checked between findings
+        cannot. A second Ctrl-C raises as usual.
+        """
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def on_sigint(signum: int, frame: object) -> None:
+            if self.engine.stopping:
+                raise KeyboardInterrupt
+            self.engine.request_stop()
+
+        previous = signal.signal(signal.SIGINT, on_sigint)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
 
     def finish(self) -> None:
         """Close the ledger and failures file and print the summary."""

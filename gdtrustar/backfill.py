@@ -40,11 +40,14 @@ def backfill(run: Run, targets: list[Target], criteria: Criteria, use_bookmarks:
     wire = [(t, key, criteria.finding_criteria(_ms(mark))) for t, key, mark in plans]
     totals = [count(t, c) for t, _, c in wire]
     run.reporter.set_total(None if None in totals else sum(totals), "backfill")
-    try:
-        for target, key, wire_criteria in wire:
-            _one_detector(run, target, key, wire_criteria, signpost)
-    except KeyboardInterrupt:
-        run.engine.summary.interrupted = True
+    with run.graceful_interrupt():
+        try:
+            for target, key, wire_criteria in wire:
+                if run.engine.stopping:
+                    break
+                _one_detector(run, target, key, wire_criteria, signpost)
+        except KeyboardInterrupt:  # the second Ctrl-C
+            run.engine.request_stop()
 
 
 def _one_detector(run: Run, target: Target, key: str, wire_criteria: dict, signpost: str) -> None:
@@ -55,6 +58,8 @@ def _one_detector(run: Run, target: Target, key: str, wire_criteria: dict, signp
         for page in prefetch(pages(target, wire_criteria), stop):
             problems_before = run.engine.summary.problems
             for raw in page:
+                if run.engine.stopping:
+                    break
                 item = _item(target, raw)
                 newest = max(newest, (item.finding or {}).get("updatedAt", ""))
                 run.engine.submit(item)

@@ -163,14 +163,24 @@ class Engine:
 
     # -- public -------------------------------------------------------------------------------
     def run(self, items: Iterable[Item]) -> Summary:
-        """Deliver everything; Ctrl-C stops reading, lets in-flight writes finish, and commits."""
+        """Deliver everything; a stop request (Ctrl-C) ends reading, in-flight writes finish, commit."""
         try:
             for item in items:
+                if self.stopping:
+                    break
                 self.submit(item)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt:  # a second Ctrl-C, or no graceful handler installed
             self.summary.interrupted = True
         self.close()
         return self.summary
+
+    def request_stop(self) -> None:
+        """Ask the run to stop taking items (safe from a signal handler: sets one flag)."""
+        self.summary.interrupted = True
+
+    @property
+    def stopping(self) -> bool:
+        return self.summary.interrupted
 
     def submit(self, item: Item) -> None:
         """Queue one item; blocks while the in-flight window is full."""
@@ -235,6 +245,8 @@ class Engine:
         """Runs on a worker thread: never touches the ledger or the sink."""
         if self._consecutive_failures >= BREAKER:
             return GdTrustarError(f"not attempted: Station failed {BREAKER} findings in a row")
+        if self.stopping:  # queued but not started when Ctrl-C came: listed, not silently dropped
+            return GdTrustarError("not attempted: interrupted")
         client = getattr(self._local, "client", None)
         try:
             if client is None:

@@ -7,7 +7,6 @@ import json
 import math
 import signal
 import subprocess
-import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -174,47 +173,28 @@ def test_api_and_eventbridge_produce_the_same_reports(bf, gd, tmp_path):
     assert len(by_id_api) == 15
 
 
-def test_sigkill_mid_run_then_resume_delivers_each_exactly_once(bf, gd, sim, tmp_path):
-    _, findings = seed(gd, "us-east-1", 200)
-    sim.latency = 0.02
-    env = {**bf.env, "TRUSTAR_MAX_RATE": "6000"}
-    proc = subprocess.Popen([GDTRUSTAR, "backfill", "--region", "us-east-1", "--concurrency", "2"],
-                            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while sim.count("upsert") < 60 and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.05)  # polling an observable condition, not sleeping to synchronise
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert 0 < len(sim.reports) < 200
-    sim.latency = 0.0
-    result = bf("backfill", "--region", "us-east-1", "--json")
-    assert result.code == 0, result.stderr
-    by_ext = sim.reports_by_external_id()
-    assert all(len(by_ext[("enc-a", ext(f["id"]))]) == 1 for f in findings)
-    assert len(sim.reports) == 200
-
-
 def test_ctrl_c_finishes_in_flight_and_exits_130(bf, gd, sim, tmp_path):
     seed(gd, "us-east-1", 300)
-    sim.latency = 0.02
     failures = tmp_path / "failures.jsonl"
-    env = {**bf.env, "TRUSTAR_MAX_RATE": "6000"}
-    proc = subprocess.Popen([GDTRUSTAR, "backfill", "--region", "us-east-1", "--json", "--failures", str(failures)],
-                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 60
-    while sim.count("upsert") < 30 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
+    holder = {}
+    # Ctrl-C from inside Station the moment the 31st write arrives (SIGKILL + resume: test_fault_storms)
+    sim.after(30, "upsert", lambda: holder["proc"].send_signal(signal.SIGINT))
+    holder["proc"] = proc = subprocess.Popen(
+        [GDTRUSTAR, "backfill", "--region", "us-east-1", "--json", "--failures", str(failures)],
+        cwd=tmp_path, env=bf.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err.decode()
-    records = [json.loads(x) for x in out.decode().splitlines()]
     assert "interrupted" in err.decode()
-    # everything reported as created is really in Station, and nothing was written twice
+    records = [json.loads(x) for x in out.decode().split("\n") if x]
+    created = {r["finding_id"] for r in records if r["action"] == "created"}
+    assert 30 <= len(created) < 300
+    # every write that was in flight finished and was reported; nothing was written twice
     by_ext = sim.reports_by_external_id()
     assert all(len(v) == 1 for v in by_ext.values())
-    assert {r["finding_id"] for r in records if r["action"] == "created"} <= {
-        base64.b64decode(k[1]).decode().split("|", 1)[1] for k in by_ext}
+    assert created == {base64.b64decode(k[1]).decode().split("|", 1)[1] for k in by_ext}
     assert failures.exists()
+    rerun = bf("backfill", "--region", "us-east-1", "--json")
+    assert rerun.actions().get("created") == 300 - len(created)
 
 
 def _since_in_last_listing(gd):

@@ -9,7 +9,7 @@ faults injected. Afterwards, for every case:
 * Station never holds a duplicate, and the report id we recorded is the one Station holds;
 * replaying the failures file with ``gdtrustar send`` completes the set.
 
-Faults that must start in the middle of a run are scheduled inside the simulator (``ScheduledSim``:
+Faults that must start in the middle of a run are scheduled inside the simulator (``StationSim.after``:
 "when the (K+1)-th upsert arrives, do X"), so they are deterministic: no sleeps, no timing races.
 """
 
@@ -38,33 +38,6 @@ ENCLAVE = "enc-a"
 REGION = "us-east-1"
 SUMMARY = re.compile(r"^gdtrustar: (done|interrupted): (\d+) findings in [\d.]+s \(\d+/s\): (.*?)"
                      r"(?:; (\d+) Station (?:writes|calls))?$", re.MULTILINE)
-
-
-class ScheduledSim(StationSim):
-    """The Station simulator plus deterministic mid-run triggers.
-
-    ``after(k, kind, action)`` runs ``action`` (any knob: ``fail_next``, ``outage``, ``expire_tokens``,
-    ...) when the (k+1)-th call of ``kind`` arrives, before that call is served, so exactly ``k``
-    such calls see the healthy server whatever the client's concurrency.
-    """
-
-    def __init__(self, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self._seen: collections.Counter = collections.Counter()
-        self._triggers: list[tuple[int, str, Callable[[], None]]] = []
-
-    def after(self, calls: int, kind: str, action: Callable[[], None]) -> None:
-        with self._lock:
-            self._triggers.append((calls, kind, action))
-
-    def _claim_fault(self, kind, now):  # called with the lock held, once per served call
-        self._seen[kind] += 1
-        for trigger in list(self._triggers):
-            calls, wanted, action = trigger
-            if wanted == kind and self._seen[kind] > calls:
-                self._triggers.remove(trigger)
-                action()
-        return super()._claim_fault(kind, now)
 
 
 def ext(finding_id: str) -> str:
@@ -153,7 +126,7 @@ STORMS = [
 
 @pytest.fixture
 def ssim():
-    with ScheduledSim() as station:
+    with StationSim() as station:
         yield station
 
 

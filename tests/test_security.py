@@ -24,7 +24,7 @@ import pytest
 from tests.conftest import GDTRUSTAR, Cli, write_jsonl
 from tests.sims.guardduty import GuardDutyEmulator, make_finding, to_eventbridge
 from tests.sims.station import StationSim, _Handler, _Server
-from tests.test_fault_storms import ScheduledSim, records_of
+from tests.test_fault_storms import records_of
 
 API_KEY = "sec-key-7Qd"
 API_SECRET = "Sekr1t+/=&%-v4lue_9Zx"  # characters that change under base64 / URL encoding
@@ -54,7 +54,7 @@ def private_files(root: Path) -> dict[str, str]:
 
 @pytest.fixture
 def ssim():
-    with ScheduledSim(api_key=API_KEY, api_secret=API_SECRET) as station:
+    with StationSim(api_key=API_KEY, api_secret=API_SECRET) as station:
         yield station
 
 

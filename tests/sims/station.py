@@ -243,6 +243,8 @@ class StationSim:
         self._tokens: dict[str, float] = {}  # token -> expiry (clock); -inf = force-expired
         self._window_hits: collections.deque = collections.deque()
         self._rules: list[_Rule] = []
+        self._seen: collections.Counter = collections.Counter()
+        self._triggers: list[tuple[int, str, Callable[[], None]]] = []
         self._random_rate = 0.0
         self._random_statuses: tuple = (500, 503)
         self._random_drop_share = 0.25
@@ -520,8 +522,21 @@ class StationSim:
             self._tokens[tok] = self._clock() + self.token_ttl
         return tok
 
+    def after(self, calls: int, kind: str, action: Callable[[], None]) -> None:
+        """Run ``action`` (any knob, or e.g. a signal to the client) when call ``calls + 1`` of ``kind``
+        arrives, before it is served: exactly ``calls`` such calls see the server as it was,
+        whatever the client's concurrency. Deterministic mid-run faults without sleeps or polling."""
+        with self._lock:
+            self._triggers.append((int(calls), kind, action))
+
     def _claim_fault(self, kind: str, now: float) -> tuple[str, int, int, str] | None:
         """Return (action, status, wait_ms, fault_label) for this call, or None. Lock held."""
+        self._seen[kind] += 1
+        for trigger in list(self._triggers):
+            calls, wanted, action = trigger
+            if wanted == kind and self._seen[kind] > calls:
+                self._triggers.remove(trigger)
+                action()
         if self._outage_active:
             if self._outage_deadline is not None and now >= self._outage_deadline:
                 self._outage_active = False
