@@ -113,6 +113,8 @@ def discover(session: Any, regions: list[str], detector: Optional[str]) -> list[
                 targets.extend(Target(region, d, client) for d in page.get("DetectorIds", []))
         except Exception as exc:
             raise wrap_aws_error(exc, f"ListDetectors in {region}") from exc
+    if not targets:
+        raise ConfigError(f"no GuardDuty detector in {', '.join(regions)}: is GuardDuty enabled there?")
     return targets
 
 

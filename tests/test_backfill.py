@@ -238,3 +238,9 @@ def test_all_regions_asks_ec2_for_the_enabled_regions(bf, gd, sim):
     assert len(result.records) == 5
     listed_regions = {c.region for c in gd.calls if c.operation == "ListDetectors"}
     assert {"eu-west-1", "ap-southeast-2", "us-east-1"} <= listed_regions
+
+
+def test_no_detector_is_one_line_exit_2(bf, gd):
+    result = bf("backfill", "--region", "sa-east-1")
+    assert result.code == 2
+    assert "no GuardDuty detector in sa-east-1" in result.stderr
