@@ -126,7 +126,8 @@ def main() -> None:
     print(f"wall {first['seconds']:.1f} s; actions {first['actions']}")
     print(f"Station calls per finding: {count_kinds(first['calls'], FINDING_KINDS) / n:.3f} (goal 1); "
           f"enclave checks: {count_kinds(first['calls'], ('enclaves',))}")
-    print(f"share of quota: steady {pct(rate['steady'])}, max {WINDOW:.0f} s window {pct(rate['max_window'])} "
+    print(f"share of quota: whole {WINDOW:.0f} s windows {pct(rate['steady'])}, "
+          f"fullest window {pct(rate['max_window'])} "
           f"(goal >=95%); 429s: {sum(c.status == 429 for c in first['calls'])} (goal 0); duplicates: {dups} (goal 0)")
     print(f"GuardDuty calls: {first['gd']} (ceil(N/50) = {gd_pages(n)})")
 
