@@ -18,18 +18,28 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
+    Task,
     TaskProgressColumn,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from gdtrustar.delivery import Outcome, Summary
 from gdtrustar.logs import redact
 from gdtrustar.mapper import severity_label
 
 TABLE_ROWS = 50
+
+
+class RateColumn(ProgressColumn):
+    """Findings per second, as rich measures it over the last 30 s."""
+
+    def render(self, task: Task) -> Text:
+        return Text(f"{task.speed:,.1f}/s" if task.speed else "-/s")
 
 
 class Reporter:
@@ -62,7 +72,7 @@ class Reporter:
         if self.err.is_terminal and verbosity >= 0:
             self.progress = Progress(
                 TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                TaskProgressColumn(), TextColumn("{task.fields[detail]}"), TimeElapsedColumn(),
+                TaskProgressColumn(), RateColumn(), TextColumn("{task.fields[detail]}"), TimeElapsedColumn(),
                 TimeRemainingColumn(),
                 console=self.err, transient=True,
             )
