@@ -25,13 +25,19 @@ def busiest_minute(times: list[float]) -> int:
     return max(bisect.bisect_left(times, t + 60.0) - i for i, t in enumerate(times))
 
 
-def test_whole_budget_at_once_then_the_budgets_pace_never_over_it():
+def paced(per_minute: float, calls: int) -> tuple[TokenBucket, list[float]]:
+    """Make ``calls`` paced calls on a scripted clock; return the bucket and each call's time."""
     clock = FakeClock()
-    bucket = TokenBucket(600, clock=clock, sleep=clock.sleep)
+    bucket = TokenBucket(per_minute, clock=clock, sleep=clock.sleep)
     times = []
-    for _ in range(3000):
+    for _ in range(calls):
         bucket.acquire()
         times.append(clock.now)
+    return bucket, times
+
+
+def test_whole_budget_at_once_then_the_budgets_pace_never_over_it():
+    bucket, times = paced(600, 3000)
     assert times[bucket.capacity - 1] == 1000.0  # a short run is not slowed down at all
     assert times[bucket.capacity] > 1060.0  # ... and the next call waits for a token to come back
     assert busiest_minute(times) <= bucket.capacity < 600
@@ -41,12 +47,7 @@ def test_whole_budget_at_once_then_the_budgets_pace_never_over_it():
 
 
 def test_small_budgets_keep_a_margin_too():
-    clock = FakeClock()
-    bucket = TokenBucket(60, clock=clock, sleep=clock.sleep)
-    times = []
-    for _ in range(300):
-        bucket.acquire()
-        times.append(clock.now)
+    bucket, times = paced(60, 300)
     assert bucket.capacity == 59
     assert busiest_minute(times) <= 59
 
