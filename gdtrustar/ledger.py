@@ -15,7 +15,7 @@ import os
 import sqlite3
 import time
 from pathlib import Path
-from typing import Iterator, NamedTuple, Optional
+from typing import NamedTuple, Optional
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS deliveries (
@@ -135,7 +135,3 @@ class Ledger:
     def close(self) -> None:
         self.conn.execute("COMMIT")
         self.conn.close()
-
-    def rows(self) -> Iterator[tuple]:
-        """Every row of this Station (for tests and ``--json`` inspection)."""
-        yield from self.conn.execute("SELECT * FROM deliveries WHERE station=?", (self.station,))
