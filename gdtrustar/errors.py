@@ -32,11 +32,9 @@ class DeliveryError(GdTrustarError):
 class RetriableError(DeliveryError):
     """The call may succeed if repeated; ``wait`` is the server's requested pause in seconds."""
 
-    def __init__(self, message: str, wait: float | None = None, sent: bool = False) -> None:
+    def __init__(self, message: str, wait: float | None = None) -> None:
         super().__init__(message)
         self.wait = wait
-        #: True when the request may have reached Station (lost response): only keyed writes may repeat.
-        self.sent = sent
 
 
 class PermanentDeliveryError(DeliveryError):

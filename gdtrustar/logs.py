@@ -53,9 +53,8 @@ def quiet_sdk() -> None:
     """Make the SDK importable and silent: its level variable must be an int (api-facts A15)."""
     level = os.environ.get("TRUSTAR_LOGGING_LEVEL")
     if level is not None and not level.strip().lstrip("-").isdigit():
-        os.environ["TRUSTAR_LOGGING_LEVEL"] = str(logging.getLevelName(level.strip().upper()) or 30)
-        if not os.environ["TRUSTAR_LOGGING_LEVEL"].isdigit():
-            os.environ["TRUSTAR_LOGGING_LEVEL"] = "30"
+        number = logging.getLevelName(level.strip().upper())  # an int for a known name like "DEBUG"
+        os.environ["TRUSTAR_LOGGING_LEVEL"] = str(number if isinstance(number, int) else logging.WARNING)
     os.environ.setdefault("TRUSTAR_LOGGING_LEVEL", str(logging.WARNING))
 
 
@@ -70,8 +69,7 @@ def _detach_sdk_handlers() -> None:
 
 def setup_logging(verbosity: int, stream=None) -> None:
     """Configure the root logger: -q errors only, default warnings, -v info, -vv debug (incl. SDKs)."""
-    quiet_sdk()
-    import trustar  # noqa: F401  -- importing here creates the SDK loggers so they can be detached
+    import gdtrustar.sdk  # noqa: F401  -- creates the SDK loggers (quietly) so they can be detached
 
     _detach_sdk_handlers()
     level = {-1: logging.ERROR, 0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG)

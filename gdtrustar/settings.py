@@ -103,7 +103,7 @@ def _from_conf(config_file: Optional[str], config_role: Optional[str], env: Mapp
         if explicit:
             raise ConfigError(f"{path}: TruSTAR config file not found")
         return {}
-    from trustar import TruStar  # deferred: the SDK is slow to import and the Lambda may not need it here
+    from gdtrustar.sdk import TruStar  # deferred: the SDK is slow to import and the Lambda may not need it here
 
     role = config_role or env.get("TRUSTAR_PYTHON_CONFIG_ROLE") or "trustar"
     try:

@@ -24,8 +24,6 @@ from typing import Any, Callable, Optional
 from urllib.parse import quote
 
 import requests
-from trustar import TruStar
-from trustar.api_client import ApiClient
 
 from gdtrustar import __version__
 from gdtrustar.errors import (
@@ -37,6 +35,7 @@ from gdtrustar.errors import (
 from gdtrustar.logs import register_secret
 from gdtrustar.mapper import Report
 from gdtrustar.pacing import Backoff, TokenBucket
+from gdtrustar.sdk import ApiClient, TruStar
 from gdtrustar.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -115,7 +114,7 @@ def classify(exc: BaseException, sdk: TruStar) -> Exception:
         return ConfigError(f"TLS connection to Station refused: {reason} ({_host(exc)}); "
                            "gdtrustar always verifies certificates (set REQUESTS_CA_BUNDLE for a private CA)")
     if isinstance(exc, (requests.ConnectionError, requests.Timeout)):
-        return RetriableError(f"connection to Station failed: {type(exc).__name__}", sent=True)
+        return RetriableError(f"connection to Station failed: {type(exc).__name__}")
     response = getattr(exc, "response", None)
     if response is None:
         response = sdk._client.last_response

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 from gdtrustar import __version__
+from tests.conftest import SAMPLES
 
 
 def test_version_and_python_dash_m(cli, tmp_path):
@@ -47,3 +48,10 @@ def test_bad_max_rate_environment_is_exit_2(cli, sim, tmp_path):
     (tmp_path / "e.json").write_text("{}")
     result = cli.station(sim)("send", "e.json", env={"TRUSTAR_MAX_RATE": "fast"})
     assert result.code == 2 and "TRUSTAR_MAX_RATE" in result.stderr
+
+
+def test_named_sdk_log_level_does_not_crash_the_import(cli):
+    # the trustar SDK int()-parses TRUSTAR_LOGGING_LEVEL at import; a name like WARNING must still work
+    result = cli("send", "--dry-run", "--json", str(SAMPLES), env={"TRUSTAR_LOGGING_LEVEL": "WARNING"})
+    assert result.code == 0, result.stderr
+    assert result.records and {r["action"] for r in result.records} == {"dry-run"}
