@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Optional
 
-from gdtrustar.delivery import Engine, Item, Summary
+from gdtrustar.delivery import Engine, Summary
 from gdtrustar.failures import FailuresFile
+from gdtrustar.items import Item
 from gdtrustar.ledger import Ledger, default_path
 from gdtrustar.output import Reporter
 from gdtrustar.pacing import TokenBucket

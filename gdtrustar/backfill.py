@@ -21,10 +21,10 @@ import time
 from typing import Any, Optional
 
 from gdtrustar.app import Run
-from gdtrustar.delivery import Item
 from gdtrustar.errors import ConfigError, InvalidFindingError
 from gdtrustar.findings import normalize
 from gdtrustar.guardduty import Criteria, Target, count, pages, prefetch
+from gdtrustar.items import Item
 
 # GuardDuty's clock and eventual consistency vs ours: the bookmark stays this far behind our start.
 SKEW = 15 * 60

@@ -77,7 +77,7 @@ def send(sources: tuple[str, ...], **kwargs: Any) -> int:
     JSON Lines, gzip, and failures files written by earlier runs.
     """
     from gdtrustar.app import Run
-    from gdtrustar.delivery import items_from
+    from gdtrustar.items import items_from
     from gdtrustar.sources import iter_documents
 
     options = run_options_from(kwargs)

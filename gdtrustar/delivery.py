@@ -19,28 +19,18 @@ import threading
 import time
 from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, Optional
+from typing import Any, Callable, Iterable, Optional
 
-from gdtrustar.errors import GdTrustarError, InvalidFindingError
-from gdtrustar.findings import explode, is_sample, normalize
+from gdtrustar.errors import GdTrustarError
+from gdtrustar.findings import is_sample
+from gdtrustar.items import Item
 from gdtrustar.ledger import Ledger, decide
 from gdtrustar.mapper import Report, build_report, external_id
-from gdtrustar.sources import Document
 from gdtrustar.station import StationClient, WriteResult
 
 BREAKER = 20
 PLACEHOLDER_ENCLAVE = "<enclave-id>"  # dry run without a configured enclave: show the report anyway
 ACTIONS = ("created", "updated", "unchanged", "skipped", "dry-run", "invalid", "failed")
-
-
-@dataclass
-class Item:
-    """One finding-to-be (normalised) or the reason it cannot be one, with its origin."""
-
-    origin: str
-    finding: Optional[dict] = None
-    error: Optional[str] = None
-    document: Any = None
 
 
 @dataclass
@@ -94,39 +84,6 @@ class Summary:
     @property
     def elapsed(self) -> float:
         return (self.finished or time.monotonic()) - self.started
-
-
-def items_from(documents: Iterable[Document]) -> Iterator[Item]:
-    """Normalise every finding in every document; bad ones become invalid items, never exceptions."""
-    for doc in documents:
-        if doc.error is not None:
-            yield Item(doc.origin, error=doc.error)
-            continue
-        for where, candidate in explode(doc.value):
-            origin = f"{doc.origin}{where and ' ' + where}"
-            yield _item(origin, candidate)
-
-
-def _item(origin: str, candidate: Any) -> Item:
-    replayed = _replayed_failure(candidate)
-    if replayed:
-        return Item(origin, error=replayed)
-    try:
-        return Item(origin, finding=normalize(candidate))
-    except InvalidFindingError as exc:
-        return Item(origin, error=str(exc), document=candidate)
-    except RecursionError:
-        return Item(origin, error="document nested too deeply")
-    except Exception as exc:  # whatever a hostile document provokes, the run goes on
-        return Item(origin, error=f"cannot read finding: {type(exc).__name__}: {exc}"[:300], document=candidate)
-
-
-def _replayed_failure(candidate: Any) -> Optional[str]:
-    """A failures-file line for input that never was a finding keeps its original reason on replay."""
-    if isinstance(candidate, dict) and isinstance(candidate.get("failure"), dict) and len(candidate) == 1:
-        failure = candidate["failure"]
-        return str(failure.get("error") or "listed as undeliverable in a failures file")
-    return None
 
 
 class Engine:

@@ -16,8 +16,9 @@ import os
 import time
 from typing import Any, Optional
 
-from gdtrustar.delivery import Engine, Item, Outcome, items_from
+from gdtrustar.delivery import Engine, Outcome
 from gdtrustar.errors import DeliveryError, InvalidFindingError
+from gdtrustar.items import Item, items_from
 from gdtrustar.logs import setup_logging
 from gdtrustar.settings import Settings, fetch_secret, load_settings
 from gdtrustar.sources import Document

@@ -1,4 +1,4 @@
-"""Any input, clear outcome: fuzzing the readers (sources.iter_documents + delivery.items_from) and the CLI.
+"""Any input, clear outcome: fuzzing the readers (sources.iter_documents + items.items_from) and the CLI.
 
 Every document must end as a finding or as an ``invalid`` item with a reason and an origin naming the
 file (and line, for JSON Lines); no exception may escape, the console script must print one line per
@@ -20,8 +20,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gdtrustar.delivery import items_from
 from gdtrustar.findings import normalize
+from gdtrustar.items import items_from
 from gdtrustar.mapper import build_report
 from gdtrustar.sources import iter_documents
 from tests.conftest import GDTRUSTAR, base_env
