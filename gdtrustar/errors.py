@@ -2,6 +2,10 @@
 
 * ``ConfigError`` is fatal for the run (exit 2): nothing can be delivered until the user fixes it.
 * ``InvalidFindingError`` is skippable: one document is reported ``invalid`` and the run goes on.
+* ``NotAFindingError`` marks a well-formed document that is deliberately not a finding (a GuardDuty
+  Malware Protection Object Scan Result event): it is reported ``skipped`` with its reason, never
+  ``invalid``, and is not listed in the failures file. It subclasses ``InvalidFindingError`` so a
+  caller that does not know it still keeps the document (as invalid) instead of crashing.
 * ``RetriableError`` / ``PermanentDeliveryError`` come from the Station boundary: the first may
   succeed if repeated (429, 5xx, dropped connections), the second will not (4xx other than 429).
 * ``EndpointMissingError`` tells the Station client to switch to its look-up-then-write fallback.
@@ -23,6 +27,10 @@ class ConfigError(GdTrustarError):
 
 class InvalidFindingError(GdTrustarError):
     """A document is not a GuardDuty finding we can map; the message says why."""
+
+
+class NotAFindingError(InvalidFindingError):
+    """A document GuardDuty sends that is not a finding (no finding id): skip it; the message says what it is."""
 
 
 class DeliveryError(GdTrustarError):

@@ -18,26 +18,25 @@ The module does no I/O besides botocore's data loader reading the bundled model,
 
 from __future__ import annotations
 
-import json
 import re
-from datetime import datetime, timedelta, timezone
-from functools import cache, lru_cache
+from decimal import Decimal
+from functools import cache
 from typing import Any, Iterator
 
-from gdtrustar.errors import InvalidFindingError
+from gdtrustar.errors import InvalidFindingError, NotAFindingError
+from gdtrustar.freeform import additional_info, lower_first, plain, plain_number
+from gdtrustar.timestamps import CANONICAL_TIME, canonical_time
+
+__all__ = ["canonical_time", "explode", "is_sample", "normalize"]
 
 _MAX_DEPTH = 8  # how deep explode() follows nested arrays before handing the item over as-is
 _REQUIRED = ("id", "type", "severity", "accountId", "region")
 _PASCAL_KEYS = frozenset(("Id", "AccountId", "Type", "Severity", "Region", "Arn", "SchemaVersion"))
 _CAMEL_KEYS = frozenset(("id", "accountId", "type", "severity", "region", "arn", "schemaVersion"))
 _TIME_SUFFIXES = ("At", "Time", "Seen")
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_CANONICAL_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\Z")
-_ISO_TIME = re.compile(
-    r"\s*(\d{4})-(\d\d)-(\d\d)(?:[T ](\d\d):(\d\d)(?::(\d\d)(?:[.,](\d+))?)?)?\s*"
-    r"(Z|z|UTC|[+-]\d\d(?::?\d\d)?)?\s*\Z"
-)
-_NUMBER = re.compile(r"\s*-?\d+(?:\.\d+)?\s*\Z")
+_CONTAINERS = (list, dict)
+_INT_TEXT = re.compile(r"-?\d{1,18}\Z", re.ASCII)
+_FINDING_EVENT = "GuardDuty Finding"
 
 # Shape kinds of the compiled model.
 STRUCT, LIST, MAP, STRING, DOUBLE, INTEGER, BOOLEAN, TIME, ADDINFO, OTHER = range(10)
@@ -106,98 +105,60 @@ def _struct_table(shapes: dict, members: dict, memo: dict[str, _Shape]) -> dict[
     return table
 
 
-def _lower_first(key: str) -> str:
-    return key[:1].lower() + key[1:]
-
-
-def canonical_time(value: Any) -> str | None:
-    """Return ``value`` as ``YYYY-MM-DDTHH:MM:SS.mmmZ`` (UTC), or None if it is not a time.
-
-    Accepts ISO strings (``Z``, offsets, or a space and no zone, meaning UTC), epoch
-    milliseconds or seconds (int, float or digit string; > 1e11 means milliseconds) and
-    ``datetime`` objects (naive means UTC).
-    """
-    if isinstance(value, str):
-        return _time_from_string(value)
-    if isinstance(value, datetime):
-        return _format(value)
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return _time_from_epoch(value)
-    return None
-
-
-@lru_cache(maxsize=4096)
-def _time_from_string(text: str) -> str | None:
-    if _CANONICAL_TIME.match(text):
-        return text
-    if _NUMBER.match(text):
-        return _time_from_epoch(float(text))
-    match = _ISO_TIME.match(text)
-    if not match:
-        return None
-    year, month, day, hour, minute, second, fraction, zone = match.groups()
-    try:
-        moment = datetime(int(year), int(month), int(day), int(hour or 0), int(minute or 0),
-                          int(second or 0), int((fraction or "0")[:6].ljust(6, "0")), timezone.utc)
-    except ValueError:
-        return None
-    if zone and zone[0] in "+-":
-        digits = zone[1:].replace(":", "")
-        offset = timedelta(hours=int(digits[:2]), minutes=int(digits[2:4] or 0))
-        moment = moment - offset if zone[0] == "+" else moment + offset
-    return _format(moment)
-
-
-def _time_from_epoch(number: float) -> str | None:
-    try:
-        seconds = number / 1000.0 if abs(number) > 1e11 else float(number)
-        return _format(_EPOCH + timedelta(seconds=seconds))
-    except (OverflowError, ValueError):  # huge integers, NaN, infinity
-        return None
-
-
-def _format(moment: datetime) -> str:
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(timezone.utc)
-    return (f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}T{moment.hour:02d}:{moment.minute:02d}:"
-            f"{moment.second:02d}.{moment.microsecond // 1000:03d}Z")
-
-
 def _walk(value: Any, shape: _Shape, pascal: bool) -> Any:
     """Canonicalise ``value`` against ``shape``; values of an unexpected type are carried."""
     kind = shape.kind
     if kind == STRUCT:
-        return _walk_struct(value, shape, pascal) if isinstance(value, dict) else _plain(value, pascal)
+        return _walk_struct(value, shape, pascal) if isinstance(value, dict) else plain(value, pascal)
     if kind == STRING:
         if isinstance(value, int) and not isinstance(value, bool):
             return str(value)  # EventBridge sends e.g. organization.asn as -1, the API as "-1"
-        return value if isinstance(value, str) else _plain(value, pascal)
+        if isinstance(value, float) and value.is_integer():
+            return str(int(value))  # the same number written as 16509.0
+        return value if isinstance(value, str) else plain(value, pascal)
     if kind == LIST:
         if isinstance(value, (list, tuple)):
             item = shape.item
             return [_walk(element, item, pascal) for element in value]
-        return _plain(value, pascal)
+        return plain(value, pascal)
     if kind == DOUBLE:
-        if isinstance(value, int) and not isinstance(value, bool):
-            try:
-                return float(value)
-            except OverflowError:  # a 400-digit "severity": carried as is, then rejected by validation
-                return value
-        return _plain(value, pascal)
+        return _double(value, pascal)
     if kind == INTEGER:
-        return int(value) if isinstance(value, float) and value.is_integer() else _plain(value, pascal)
+        return _integer(value, pascal)
     if kind == TIME:
-        return canonical_time(value) or _plain(value, pascal)
+        return canonical_time(value) or plain(value, pascal)
     if kind == MAP:
         if isinstance(value, dict):  # map keys are data: never renamed
             item = shape.item
             return {str(key): _walk(element, item, pascal) for key, element in value.items()}
-        return _plain(value, pascal)
+        return plain(value, pascal)
     if kind == BOOLEAN and isinstance(value, str) and value.lower() in ("true", "false"):
         return value.lower() == "true"
     if kind == ADDINFO:
-        return _additional_info(value)
-    return _plain(value, pascal)
+        return additional_info(value)
+    return plain(value, pascal)
+
+
+def _double(value: Any, pascal: bool) -> Any:
+    """Double members are floats on every door (EventBridge writes 5, the API 5.0)."""
+    if isinstance(value, (int, Decimal)) and not isinstance(value, bool):
+        try:
+            return float(value)
+        except OverflowError:  # a 400-digit "severity": carried as is, then rejected by validation
+            return value
+    return plain(value, pascal)
+
+
+def _integer(value: Any, pascal: bool) -> Any:
+    """Integer and Long members are ints on every door (1.0, 1E0 or "1" are the API's 1)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and _INT_TEXT.match(value):
+        return int(value)
+    if isinstance(value, Decimal):
+        number = plain_number(value)
+        return int(number) if isinstance(number, float) and number.is_integer() else number
+    return plain(value, pascal)
 
 
 def _walk_struct(value: dict, shape: _Shape, pascal: bool) -> dict:
@@ -209,74 +170,55 @@ def _walk_struct(value: dict, shape: _Shape, pascal: bool) -> dict:
         entry = members.get(key)
         if entry is None:  # a member newer than our model: carry it
             key = str(key)
-            out[_lower_first(key) if pascal else key] = _plain(element, pascal)
+            element = plain(element, pascal)
+            if element or element.__class__ not in _CONTAINERS:
+                out[lower_first(key) if pascal else key] = element
+            continue
+        wire, shape, kind = entry
+        # Inlined common cases (strings, nested objects): this loop is the hot path of a run.
+        if kind == STRING and element.__class__ is str:
+            out[wire] = element
+            continue
+        if kind == STRUCT and element.__class__ is dict:
+            element = _walk_struct(element, shape, pascal)
         else:
-            wire, shape, kind = entry
-            # Inlined common cases (strings, nested objects): this loop is the hot path of a run.
-            if kind == STRING and element.__class__ is str:
-                out[wire] = element
-            elif kind == STRUCT and element.__class__ is dict:
-                out[wire] = _walk_struct(element, shape, pascal)
-            else:
-                out[wire] = _walk(element, shape, pascal)
+            element = _walk(element, shape, pascal)
+        # An empty list or object says nothing, and one door sends [] where another leaves the key out.
+        if element or element.__class__ not in _CONTAINERS:
+            out[wire] = element
     return out
-
-
-MAX_FREE_DEPTH = 64
-
-
-def _plain(value: Any, pascal: bool, rename: bool = True, depth: int = 0) -> Any:
-    """Make a value without a model shape JSON-safe (lower-first keys for PascalCase input).
-
-    Free-form data (unknown members, additionalInfo) is the only unbounded nesting in a finding;
-    real findings stay far below ``MAX_FREE_DEPTH``, and deeper input would break every later step.
-    """
-    if value is None or isinstance(value, (str, bool, int, float)):
-        return value
-    if depth > MAX_FREE_DEPTH:
-        raise InvalidFindingError(f"finding is nested too deeply (over {MAX_FREE_DEPTH} levels of free-form data)")
-    depth += 1
-    if isinstance(value, dict):
-        fix = _lower_first if pascal and rename else str
-        return {fix(str(key)): _plain(element, pascal, rename, depth) for key, element in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(element, pascal, rename, depth) for element in value]
-    if isinstance(value, (set, frozenset)):  # not JSON; sorted so the output stays deterministic
-        return sorted((_plain(element, pascal, rename, depth) for element in value), key=str)
-    if isinstance(value, datetime):
-        return _format(value)
-    return str(value)
-
-
-def _additional_info(value: Any) -> Any:
-    """Return additionalInfo as its free-form object (the API wraps it in a JSON string)."""
-    if not isinstance(value, dict):
-        return _plain(value, False)
-    keys = set(value)
-    if keys and keys <= {"Value", "Type"} | {"value", "type"} and isinstance(
-            value.get("Value", value.get("value")), str):
-        raw = value.get("Value", value.get("value"))
-        kind = value.get("Type", value.get("type"))
-        try:
-            parsed = json.loads(raw)
-        except ValueError:
-            parsed = None
-        if isinstance(parsed, dict):
-            return _plain(parsed, False)
-        return {"value": raw, "type": _plain(kind, False)}
-    return _plain(value, False, rename=False)  # the inner keys are data
 
 
 def _reject_event(doc: dict) -> dict:
     """Return the finding inside an EventBridge event, or say why there is none."""
-    detail_type = doc.get("detail-type")
-    if detail_type != "GuardDuty Finding" or doc.get("source") != "aws.guardduty":
-        raise InvalidFindingError(
-            f"not a GuardDuty finding event (detail-type {detail_type!r}, source {doc.get('source')!r})")
-    detail = doc.get("detail")
+    detail_type, source, detail = doc.get("detail-type"), doc.get("source"), doc.get("detail")
+    if detail_type != _FINDING_EVENT or source != "aws.guardduty":
+        if source == "aws.guardduty" and isinstance(detail, dict) and not _finding_like(detail):
+            raise NotAFindingError(f"not a finding: a {_quoted(detail_type)} event ({_what(detail)})")
+        raise InvalidFindingError(f"not a GuardDuty finding event (detail-type {detail_type!r}, source {source!r})")
     if not isinstance(detail, dict):
         raise InvalidFindingError(f"EventBridge event has no 'detail' object (got {type(detail).__name__})")
     return detail
+
+
+def _finding_like(doc: dict) -> bool:
+    return bool(_PASCAL_KEYS.intersection(doc) or _CAMEL_KEYS.intersection(doc))
+
+
+def _quoted(text: Any) -> str:
+    return f'"{text}"' if isinstance(text, str) else repr(text)
+
+
+def _what(detail: dict) -> str:
+    """A short, safe description of a GuardDuty non-finding event's subject (for the skip line)."""
+    s3_object = detail.get("s3ObjectDetails")
+    result = detail.get("scanResultDetails")
+    parts = []
+    if isinstance(s3_object, dict):
+        parts.append(f"s3://{s3_object.get('bucketName', '?')}/{s3_object.get('objectKey', '?')}"[:200])
+    if isinstance(result, dict) and isinstance(result.get("scanResultStatus"), str):
+        parts.append(result["scanResultStatus"][:40])
+    return ", ".join(parts) or "no finding id"
 
 
 def _dialect(doc: Any) -> tuple[dict, bool]:
@@ -292,6 +234,8 @@ def _dialect(doc: Any) -> tuple[dict, bool]:
             if isinstance(doc.get(key), list):
                 raise InvalidFindingError(
                     f"a GetFindings response ({len(doc[key])} findings), not a finding: explode it first")
+        if isinstance(doc.get("scanResultDetails"), dict) and isinstance(doc.get("s3ObjectDetails"), dict):
+            raise NotAFindingError(f"not a finding: a Malware Protection object scan result ({_what(doc)})")
         keys = ", ".join(sorted(map(str, doc))[:8]) or "none"
         raise InvalidFindingError(f"no GuardDuty finding fields (id, type, severity, ...); keys: {keys}")
     return doc, pascal_hits > camel_hits
@@ -319,8 +263,12 @@ def normalize(candidate: Any) -> dict:
         raise InvalidFindingError(f"severity must be a number from 0 to 10, got {severity!r}")
     for name in ("createdAt", "updatedAt"):
         stamp = finding.get(name)
-        if stamp is not None and not (isinstance(stamp, str) and _CANONICAL_TIME.match(stamp)):
-            raise InvalidFindingError(f"{name} is not a recognisable time: {stamp!r}")
+        if stamp is not None and not (isinstance(stamp, str) and CANONICAL_TIME.match(stamp)):
+            raise InvalidFindingError(f"{name} is not a recognisable time: {stamp!r}"[:300])
+    service = finding.get("service")
+    first_seen = service.get("eventFirstSeen") if isinstance(service, dict) else None
+    if isinstance(first_seen, str) and not CANONICAL_TIME.match(first_seen):  # the report's timeBegan
+        raise InvalidFindingError(f"service.eventFirstSeen is not a recognisable time: {first_seen!r}"[:300])
     return finding
 
 
