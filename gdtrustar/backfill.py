@@ -21,10 +21,9 @@ import time
 from typing import Any, Optional
 
 from gdtrustar.app import Run
-from gdtrustar.errors import ConfigError, InvalidFindingError
-from gdtrustar.findings import normalize
+from gdtrustar.errors import ConfigError
 from gdtrustar.guardduty import Criteria, Target, count, pages, prefetch
-from gdtrustar.items import Item
+from gdtrustar.items import Item, build_item
 
 # GuardDuty's clock and eventual consistency vs ours: the bookmark stays this far behind our start.
 SKEW = 15 * 60
@@ -72,12 +71,10 @@ def _one_detector(run: Run, target: Target, key: str, wire_criteria: dict, signp
         run.ledger.commit()
 
 
-def _item(target: Target, raw: dict) -> Item:
-    origin = f"guardduty:{target.label}:{raw.get('Id', '?')}"
-    try:
-        return Item(origin, finding=normalize(raw))
-    except InvalidFindingError as exc:
-        return Item(origin, error=str(exc), document=None)
+def _item(target: Target, raw: Any) -> Item:
+    """The same never-raising item builder ``send`` uses: a hostile finding is invalid, the run goes on."""
+    finding_id = raw.get("Id", "?") if isinstance(raw, dict) else "?"
+    return build_item(f"guardduty:{target.label}:{finding_id}", raw)
 
 
 def _ms(iso: Optional[str]) -> Optional[int]:

@@ -143,7 +143,8 @@ class Engine:
         """Queue one item; blocks while the in-flight window is full."""
         self.summary.findings += 1
         if item.finding is None:
-            self._emit(Outcome("invalid", item.origin, error=item.error, document=item.document))
+            action = "skipped" if item.skipped else "invalid"
+            self._emit(Outcome(action, item.origin, error=item.error, document=item.document))
             return
         finding_id = item.finding["id"]
         if self.exclude_samples and is_sample(item.finding):

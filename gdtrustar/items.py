@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Optional
 
-from gdtrustar.errors import InvalidFindingError
+from gdtrustar.errors import InvalidFindingError, NotAFindingError
 from gdtrustar.findings import explode, normalize
 from gdtrustar.sources import Document
 
@@ -22,6 +22,7 @@ class Item:
     finding: Optional[dict] = None
     error: Optional[str] = None
     document: Any = None
+    skipped: bool = False  # not a finding by design (NotAFindingError): counted skipped, never listed
 
 
 def items_from(documents: Iterable[Document]) -> Iterator[Item]:
@@ -32,15 +33,18 @@ def items_from(documents: Iterable[Document]) -> Iterator[Item]:
             continue
         for where, candidate in explode(doc.value):
             origin = f"{doc.origin}{where and ' ' + where}"
-            yield _item(origin, candidate)
+            yield build_item(origin, candidate)
 
 
-def _item(origin: str, candidate: Any) -> Item:
+def build_item(origin: str, candidate: Any) -> Item:
+    """The one hostile-input-safe item builder (``send``, ``backfill``, the Lambda): it never raises."""
     replayed = _replayed_failure(candidate)
     if replayed:
         return Item(origin, error=replayed)
     try:
         return Item(origin, finding=normalize(candidate))
+    except NotAFindingError as exc:
+        return Item(origin, error=str(exc), skipped=True)
     except InvalidFindingError as exc:
         return Item(origin, error=str(exc), document=candidate)
     except RecursionError:

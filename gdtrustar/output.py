@@ -82,7 +82,8 @@ class Reporter:
     def __call__(self, outcome: Outcome) -> None:
         if self.json_mode:
             self.stdout.write(json.dumps(outcome.record(), ensure_ascii=False, sort_keys=False) + "\n")
-        if outcome.action in ("invalid", "failed") and self.verbosity > -2:
+        noted = outcome.action in ("invalid", "failed") or (outcome.action == "skipped" and outcome.finding is None)
+        if noted and self.verbosity > -2:  # a skipped non-finding document gets its one line too
             self.line(f"{outcome.action}: {outcome.origin}: {outcome.error}")
         if outcome.finding is not None and outcome.action == "dry-run":
             self._tally(outcome)

@@ -4,6 +4,8 @@ Pure data plus its compiler. ``LAYOUT`` has one section per line: ``- Heading | 
 renders the object (or each object of a list) as a block, ``* ...`` renders one line per list
 item. Fields are dotted paths (lists on the way are flattened), optionally ``=Label``; ``$REMOTE``
 and ``$PROCESS`` are shared groups. Adding a GuardDuty resource family is one more entry here.
+A heading's plural (for "… and 180 more port probes") is derived, or given as ``Heading/plural``.
+Field paths are wire (camelCase) names: the normaliser has already renamed boto3's PascalCase.
 """
 
 from __future__ import annotations
@@ -85,12 +87,17 @@ LAYOUT = """
 * RDS login | service.action.rdsLoginAttemptAction.LoginAttributes | user, application,
   failedLoginAttempts, successfulLoginAttempts
 - Process | service.runtimeDetails.process | $PROCESS, namespacePid=Namespace PID, euid=EUID, pwd
-* Parent process | service.runtimeDetails.process.lineage | $PROCESS
+* Parent process/parent processes | service.runtimeDetails.process.lineage | name, executablePath, pid=PID,
+  namespacePid=Namespace PID, userId, euid=EUID, startTime
 - Runtime context | service.runtimeDetails.context | scriptPath, commandLineExample, threatFilePath,
-  libraryPath, ldPreloadValue=LD_PRELOAD, moduleName, moduleFilePath, moduleSha256=Module SHA-256,
-  shellHistoryFilePath, mountSource, mountTarget, socketPath, runcBinaryPath, releaseAgentPath, toolName,
-  toolCategory, modifyingProcess.name=Modifying process,
-  modifyingProcess.executableSha256=Modifying process SHA-256, targetProcess.name=Target process
+  filePath, fileOperation, relatedFilePaths, libraryPath, ldPreloadValue=LD_PRELOAD, moduleName,
+  moduleFilePath, moduleSha256=Module SHA-256, shellHistoryFilePath, mountSource, mountTarget,
+  fileSystemType, flags, socketPath, addressFamily, ianaProtocolNumber=IANA protocol, memoryRegions,
+  runcBinaryPath, releaseAgentPath, toolName, toolCategory, serviceName, modifiedAt,
+  modifyingProcess.name=Modifying process, modifyingProcess.executablePath=Modifying process path,
+  modifyingProcess.executableSha256=Modifying process SHA-256, modifyingProcess.pid=Modifying process PID,
+  targetProcess.name=Target process, targetProcess.executablePath=Target process path,
+  targetProcess.pid=Target process PID
 - Malware scan | service.ebsVolumeScanDetails | scanId=Scan ID, scanType, scanStartedAt, scanCompletedAt,
   triggerFindingId=Trigger finding, sources
 * Threat | service.ebsVolumeScanDetails.scanDetections.threatDetectedByName.threatNames | name, severity,
@@ -108,19 +115,31 @@ LAYOUT = """
   location.city=City, autonomousSystem.name=AS, autonomousSystem.number=ASN, connection.direction
 * Sequence resource | service.detection.sequence.resources | uid=UID, name, resourceType,
   accountId=Account, region
-* Threat intelligence | service.evidence.threatIntelligenceDetails | threatListName=Threat list,
-  threatNames, threatFileSha256=File SHA-256
+* Threat intelligence/threat intelligence entries | service.evidence.threatIntelligenceDetails |
+  threatListName=Threat list, threatNames, threatFileSha256=File SHA-256
 """
 
 
-def _sections(layout: str) -> tuple[tuple[str, tuple[str, ...], tuple, bool], ...]:
-    """Compile ``LAYOUT`` into (heading, path keys, fields, one line per item) rows."""
+def _sections(layout: str) -> tuple[tuple[str, tuple[str, ...], tuple, bool, str], ...]:
+    """Compile ``LAYOUT`` into (heading, path keys, fields, one line per item, plural) rows."""
     text = layout.replace("$REMOTE", _REMOTE).replace("$PROCESS", _PROCESS).replace("\n  ", " ")
     out = []
     for line in text.strip().splitlines():
-        heading, path, spec = (part.strip() for part in line[1:].split("|"))
-        out.append((heading, tuple(path.split(".")), _fields(spec), line[0] == "*"))
+        names, path, spec = (part.strip() for part in line[1:].split("|"))
+        heading, _, plural = names.partition("/")
+        out.append((heading, tuple(path.split(".")), _fields(spec), line[0] == "*", plural or _plural(heading)))
     return tuple(out)
+
+
+_NAMES = frozenset(("Kubernetes", "Lambda"))
+
+
+def _plural(heading: str) -> str:
+    """"Port probe" -> "port probes"; acronyms and names keep their case ("EBS volumes", "S3 buckets")."""
+    first = heading.split(" ", 1)[0]
+    keep = not first[1:].isalpha() or not first[1:].islower() or first in _NAMES
+    noun = heading if keep else heading[:1].lower() + heading[1:]
+    return noun + ("es" if noun.endswith("s") else "s")
 
 
 SECTIONS = _sections(LAYOUT)

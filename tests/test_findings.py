@@ -57,8 +57,14 @@ def sample_documents() -> list[tuple[str, object]]:
     return docs
 
 
+# Sample files that are GuardDuty events but deliberately not findings (skipped, never invalid).
+NOT_FINDINGS = frozenset({"eventbridge-s3-malware-object-scan-result.json"})
+
+
 def sample_candidates() -> list[tuple[str, object]]:
-    return [(f"{name}{where}", candidate) for name, doc in sample_documents() for where, candidate in explode(doc)]
+    """(file[where], candidate) for every finding in sample_events/ (the non-finding samples left out)."""
+    return [(f"{name}{where}", candidate) for name, doc in sample_documents() if name not in NOT_FINDINGS
+            for where, candidate in explode(doc)]
 
 
 @pytest.fixture

@@ -32,9 +32,11 @@ def assert_exactly_once(sim, finding_ids, enclave="enc-a"):
 def test_dry_run_on_sample_events_needs_no_credentials(cli):
     result = cli("send", "--dry-run", "--json", str(SAMPLES))
     assert result.code == 0, result.stderr
-    records = result.records
+    records = [r for r in result.records if r["action"] != "skipped"]
     assert len(records) >= 10
     assert {r["action"] for r in records} == {"dry-run"}
+    skipped = [r for r in result.records if r["action"] == "skipped"]  # the Malware Protection scan result
+    assert [r["origin"].rsplit("/", 1)[-1] for r in skipped] == ["eventbridge-s3-malware-object-scan-result.json"]
     for record in records:
         assert set(record["report"]) == REPORT_KEYS
         assert record["report"]["title"].startswith("[")
