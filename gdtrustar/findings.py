@@ -227,6 +227,8 @@ def _dialect(doc: Any) -> tuple[dict, bool]:
         raise InvalidFindingError(f"expected a JSON object (a finding or event), got {type(doc).__name__}")
     if "detail-type" in doc or ("detail" in doc and "source" in doc):
         doc = _reject_event(doc)
+    elif isinstance(doc.get("scanResultDetails"), dict) and not _finding_like(doc):  # a bare scan result
+        raise NotAFindingError(f"not a finding: a Malware Protection object scan result ({_what(doc)})")
     pascal_hits = len(_PASCAL_KEYS.intersection(doc))
     camel_hits = len(_CAMEL_KEYS.intersection(doc))
     if pascal_hits == camel_hits == 0:
@@ -234,8 +236,6 @@ def _dialect(doc: Any) -> tuple[dict, bool]:
             if isinstance(doc.get(key), list):
                 raise InvalidFindingError(
                     f"a GetFindings response ({len(doc[key])} findings), not a finding: explode it first")
-        if isinstance(doc.get("scanResultDetails"), dict) and isinstance(doc.get("s3ObjectDetails"), dict):
-            raise NotAFindingError(f"not a finding: a Malware Protection object scan result ({_what(doc)})")
         keys = ", ".join(sorted(map(str, doc))[:8]) or "none"
         raise InvalidFindingError(f"no GuardDuty finding fields (id, type, severity, ...); keys: {keys}")
     return doc, pascal_hits > camel_hits

@@ -125,7 +125,8 @@ def _structure(draw, shape, depth: int, top: bool = False) -> tuple[dict, dict]:
     required = [name for name in REQUIRED if name in members] if top else []
     optional = sorted(name for name in members if name not in required)
     budget = len(optional) if top else (4 if depth <= 2 else 2 if depth <= 4 else 1 if depth < MAX_DEPTH else 0)
-    # Members that can hold an IP address, domain or access key are drawn first and more often.
+    # Members that can hold an IP address, domain, access key, a time or additionalInfo are drawn first and
+    # more often: they are where doors differ and what the report must keep.
     hot = [name for name in optional if _holds_indicators(members[name], name)]
     cold = [name for name in optional if name not in hot]
     chosen = []
@@ -147,8 +148,11 @@ _HOLDS: dict = {}
 
 
 def _holds_indicators(shape, name: str) -> bool:
-    """True when a value of ``shape`` (reached as member ``name``) can contain an indicator field."""
-    if name in INDICATOR_FIELDS:
+    """True when a value of ``shape`` (reached as member ``name``) can contain an indicator field, a time
+    (a ``timestamp`` member or a String one named like a time) or ``additionalInfo``."""
+    if name in INDICATOR_FIELDS or shape.type_name == "timestamp" or shape.name == "ServiceAdditionalInfo":
+        return True
+    if shape.type_name == "string" and name.endswith(_TIME_SUFFIXES):
         return True
     key = shape.name
     if key not in _HOLDS:
@@ -269,13 +273,27 @@ def _string_time(draw) -> tuple[Any, str]:
     return (epoch_ms(moment) if draw(st.integers(0, 3)) == 0 else text), text
 
 
+def _unambiguous(info: dict) -> bool:
+    """False for a free-form object that reads as the API's wrapper itself: a ``value`` string holding a
+    JSON object beside a ``type`` (or alone), or only ``value``/``type`` keys. No door can tell those apart."""
+    if info and set(info) <= {"value", "type"}:
+        return False
+    raw = info.get("value")
+    if isinstance(raw, str) and ("type" in info or len(info) == 1):
+        try:
+            return not isinstance(json.loads(raw), dict)
+        except ValueError:
+            return True
+    return True
+
+
 def _additional_info(draw) -> tuple[dict, dict]:
     """EventBridge: a free-form object; API: ``{"value": <that object as JSON>, "type": "default"}``.
 
-    An object whose only keys are ``value``/``type`` is left out: it is ambiguous by construction.
+    An object that reads as the wrapper itself is left out: it is ambiguous by construction.
     """
-    info = draw(st.dictionaries(_text, _free_json, max_size=4).filter(lambda d: not set(d) <= {"value", "type"}
-                                                                         or not d))
+    info = draw(st.dictionaries(_text, _free_json, min_size=draw(st.sampled_from((0, 1, 1, 1))), max_size=4)
+                .filter(_unambiguous))
     if draw(st.integers(0, 3)) == 0:
         info["sample"] = draw(st.sampled_from((True, False, "true", "True")))
     return info, {"value": json.dumps(info), "type": "default"}
