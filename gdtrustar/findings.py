@@ -10,8 +10,14 @@ Key names are never guessed: the ``Finding`` shape of botocore's GuardDuty servi
 compiled once into per-shape lookup tables (member name, wire name and lower-first alias ->
 wire name and child shape). Lower-casing would be wrong (``Latitude`` is ``lat`` on the wire,
 ``Code`` is ``productCodeId``, ``SourceIps`` is ``sourceIPs``). The same walk canonicalises
-values: timestamps to ISO-8601 UTC with milliseconds, Double members to float, and
-``service.additionalInfo`` to its free-form object.
+values: timestamps (ISO, epoch ms or seconds, scientific notation, ``datetime``) to ISO-8601 UTC
+with milliseconds (``timestamps.py``), Double members to float, Integer/Long members to int, and
+``service.additionalInfo`` to one free-form object whether it came flattened, wrapped as a ``value``
+JSON string, or both (``freeform.py``). Nulls and empty strings, lists and objects are dropped: one
+door sends them where another leaves the key out, and they say nothing.
+
+A GuardDuty event that is not a finding (a Malware Protection Object Scan Result: no finding id)
+raises ``NotAFindingError``, which callers count as skipped, not invalid.
 
 The module does no I/O besides botocore's data loader reading the bundled model, once, lazily.
 """
@@ -34,7 +40,7 @@ _REQUIRED = ("id", "type", "severity", "accountId", "region")
 _PASCAL_KEYS = frozenset(("Id", "AccountId", "Type", "Severity", "Region", "Arn", "SchemaVersion"))
 _CAMEL_KEYS = frozenset(("id", "accountId", "type", "severity", "region", "arn", "schemaVersion"))
 _TIME_SUFFIXES = ("At", "Time", "Seen")
-_CONTAINERS = (list, dict)
+_EMPTY_SAYS_NOTHING = (list, dict, str)
 _INT_TEXT = re.compile(r"-?\d{1,18}\Z", re.ASCII)
 _FINDING_EVENT = "GuardDuty Finding"
 
@@ -171,20 +177,21 @@ def _walk_struct(value: dict, shape: _Shape, pascal: bool) -> dict:
         if entry is None:  # a member newer than our model: carry it
             key = str(key)
             element = plain(element, pascal)
-            if element or element.__class__ not in _CONTAINERS:
+            if element or element.__class__ not in _EMPTY_SAYS_NOTHING:
                 out[lower_first(key) if pascal else key] = element
             continue
         wire, shape, kind = entry
         # Inlined common cases (strings, nested objects): this loop is the hot path of a run.
+        # An empty string, list or object says nothing, and one door sends it where another leaves the key out.
         if kind == STRING and element.__class__ is str:
-            out[wire] = element
+            if element:
+                out[wire] = element
             continue
         if kind == STRUCT and element.__class__ is dict:
             element = _walk_struct(element, shape, pascal)
         else:
             element = _walk(element, shape, pascal)
-        # An empty list or object says nothing, and one door sends [] where another leaves the key out.
-        if element or element.__class__ not in _CONTAINERS:
+        if element or element.__class__ not in _EMPTY_SAYS_NOTHING:
             out[wire] = element
     return out
 

@@ -4,7 +4,8 @@ A report body is a plain-text triage summary followed by the complete finding as
 indented JSON, so Station's indicator extraction sees every IP, domain, hash, URL and e-mail
 address. The summary is data-driven: each section is one entry of ``report_layout.LAYOUT`` (heading,
 path, fields), rendered by the same few defensive helpers, so a missing or oddly typed section is
-simply omitted and a new resource family is one more entry.
+simply omitted and a new resource family is one more entry. A list longer than ``SUMMARY_ITEMS``
+shows its first entries and "… and N more port probes" in the summary; the appendix keeps them all.
 
 Station rejects a report with more than 500 indicators (api-facts A4; whether the cap is 500 or
 2000 is unconfirmed, so we assume the lower one). Counting is cheap (one ``translate`` and
@@ -20,15 +21,17 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import math
-import re
 from dataclasses import dataclass
-from json.encoder import encode_basestring as _encode_string  # C-accelerated
 from typing import Any
 from urllib.parse import quote
 
 from gdtrustar.findings import is_sample
+from gdtrustar.indicators import count_indicators, indicator_bound
+from gdtrustar.report_json import appendix_json, to_json
 from gdtrustar.report_layout import OVERVIEW, SECTIONS
+
+__all__ = ["INDICATOR_BUDGET", "SEVERITY_LABELS", "TITLE_LIMIT", "Report", "build_report", "console_url",
+           "count_indicators", "external_id", "severity_label", "to_json"]
 
 #: (lower bound, label), highest first; GuardDuty's bands (api-facts B8). Below 1.0 is "reserved"; we say Low.
 SEVERITY_LABELS = ((9.0, "Critical"), (7.0, "High"), (4.0, "Medium"), (0.0, "Low"))
@@ -41,18 +44,6 @@ SUMMARY_ITEMS = 20  # a list longer than this shows its first 20 in the summary,
 _CAPS = (200, 100, 50, 20, 10, 5, 2, 1, 0)  # list lengths tried, in order, when a finding is too big
 _TRIM_REASON = "finding trimmed to stay under Station's 500-indicator limit"
 _CONSOLE_HOSTS = {"aws-cn": "console.amazonaws.cn", "aws-us-gov": "console.amazonaws-us-gov.com"}
-
-_SEPARATORS = str.maketrans(dict.fromkeys("\"',;()[]{}<>=/\\|*!?$^`&#~", " "))
-_WHOLE_INDICATOR = re.compile(
-    r"(?:(?:\d{1,3}\.){3}\d{1,3}"  # IPv4
-    r"|(?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,63}"  # domain names (file names like x.sh too: over-counting is safe)
-    r"|[\w.%+-]+@(?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,63}"  # e-mail addresses
-    r"|[0-9A-Fa-f]{64}|[0-9A-Fa-f]{40}|[0-9A-Fa-f]{32}"  # sha256 / sha1 / md5 (finding ids look like md5)
-    r"|[0-9A-Fa-f:.]*::[0-9A-Fa-f:.]*|[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{1,4}){3,7}(?:\.\d{1,3}){0,3}"  # IPv6
-    r")\Z"
-)
-_URL = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s\"'<>,]+")
-
 
 def severity_label(severity: float) -> str:
     """Return GuardDuty's band name (Low/Medium/High/Critical) for a severity score."""
@@ -103,57 +94,20 @@ class Report:
 def build_report(finding: dict, enclave_id: str) -> Report:
     """Map a normalised finding (``findings.normalize`` output) to its Station report."""
     strings: list[str] = []
-    appendix = _appendix(finding, strings)
+    appendix = appendix_json(finding, strings)
     notes: list[str] = []
     if max(map(len, strings), default=0) > STRING_LIMIT:  # rare: only absurd findings pay for a copy
         finding, strings = _cap_strings(finding, notes), []
-        appendix = _appendix(finding, strings)
+        appendix = appendix_json(finding, strings)
     body = _body(finding, notes, appendix)
     # The summary only repeats the finding's strings, so a cheap upper bound over those distinct
     # strings spares the exact count of the whole body on the common (small) path.
-    if _indicator_bound("\n".join(set(strings))) > INDICATOR_BUDGET - 100:
+    if indicator_bound("\n".join(set(strings))) > INDICATOR_BUDGET - 100:
         if count_indicators(body) > INDICATOR_BUDGET:
             body = _trimmed_body(finding)
     return Report(title=_title(finding), body=body, time_began=_time_began(finding),
                   external_id=external_id(enclave_id, str(finding.get("id", ""))),
                   external_url=console_url(finding), enclave_id=enclave_id)
-
-
-def count_indicators(text: str) -> int:
-    """Count distinct indicator-like tokens (IPs, domains, hashes, URLs, e-mails) as Station might.
-
-    Speed: indicators hold no separators, so the text is cut into distinct words by one C-level
-    ``translate`` + ``split`` and only words with a dot, an @, a colon or hash length are matched.
-    """
-    found = set()
-    for word in _candidates(text):
-        word = word.strip(".-")
-        if word[:2] != "::":  # a leading/trailing colon is punctuation unless it is IPv6's "::"
-            word = word.lstrip(":")
-        if word[-2:] != "::":
-            word = word.rstrip(":")
-        if _WHOLE_INDICATOR.match(word):
-            found.add(word)
-        elif ":" in word:  # host:port, arn:...:1.2.3.4 and the like
-            found.update(part for part in word.split(":") if _WHOLE_INDICATOR.match(part))
-    if "://" in text:
-        found.update(_URL.findall(text))
-    return len(found)
-
-
-def _candidates(text: str) -> list[str]:
-    words = set(text.translate(_SEPARATORS).split())
-    return [word for word in words if "." in word or ":" in word or "@" in word or len(word) >= 32]
-
-
-def _indicator_bound(text: str) -> int:
-    """A cheap upper bound of ``count_indicators(text)`` from C-level character counts.
-
-    Each distinct IPv4, domain or e-mail holds its own dot or @, each IPv6 two colons, each hash
-    at least 33 characters with its separator, each URL a "://".
-    """
-    return (text.count(".") + text.count("@") + text.count(":") // 2 + (len(text) + 1) // 33
-            + text.count("://"))
 
 
 def _title(finding: dict) -> str:
@@ -288,52 +242,6 @@ def _dig(obj: Any, path: tuple[str, ...]) -> Any:
             return None
         obj = obj.get(key)
     return obj
-
-
-def to_json(value: Any) -> str:
-    """Return exactly ``json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False)``, faster.
-
-    The stdlib's C encoder ignores ``indent`` and its pure-Python fallback was the largest cost of
-    a report; this writer recurses only into containers and encodes strings in C.
-    """
-    return _appendix(value, [])
-
-
-def _appendix(value: Any, strings: list[str]) -> str:
-    """``to_json`` that also collects every string (values and keys) it writes into ``strings``."""
-    try:
-        return _json_value(value, "", strings)
-    except (TypeError, ValueError, RecursionError):  # unsortable keys, odd floats: let the stdlib decide
-        strings.append(json.dumps(value, ensure_ascii=False, default=str))
-        return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
-
-
-def _json_value(value: Any, indent: str, strings: list[str]) -> str:
-    cls = value.__class__
-    if cls is dict or cls is list:
-        if not value:
-            return "{}" if cls is dict else "[]"
-        inner = indent + "  "
-        keep = strings.append
-        if cls is dict:
-            strings.extend(value)
-            parts = [_encode_string(key) + ": " + (
-                     _encode_string(element) if element.__class__ is str and not keep(element)
-                     else _json_value(element, inner, strings)) for key, element in sorted(value.items())]
-            return "{\n" + inner + (",\n" + inner).join(parts) + "\n" + indent + "}"
-        parts = [_encode_string(element) if element.__class__ is str and not keep(element)
-                 else _json_value(element, inner, strings) for element in value]
-        return "[\n" + inner + (",\n" + inner).join(parts) + "\n" + indent + "]"
-    if isinstance(value, str):
-        strings.append(value)
-        return _encode_string(value)
-    if value is None or cls is bool:
-        return "null" if value is None else "true" if value else "false"
-    if isinstance(value, int):
-        return int.__repr__(value)
-    if isinstance(value, float) and math.isfinite(value):
-        return float.__repr__(value)
-    raise TypeError(f"not plain JSON: {type(value).__name__}")
 
 
 def _trimmed_body(finding: dict) -> str:

@@ -166,6 +166,7 @@ def test_the_s3_line_really_holds_scientific_notation():
 
 def test_empty_lists_and_objects_nulls_and_number_spellings_do_not_change_the_report():
     full = dict(_BASE, resource={"instanceDetails": {"instanceId": "i-1", "productCodes": [], "tags": [],
+                                                     "imageDescription": "",
                                                      "networkInterfaces": [{"ipv6Addresses": [],
                                                                             "privateIpAddress": "10.0.0.1"}]}},
                 service={"count": 3, "evidence": {}, "additionalInfo": {},
@@ -173,7 +174,8 @@ def test_empty_lists_and_objects_nulls_and_number_spellings_do_not_change_the_re
                                                                 "remoteIpDetails": {"geoLocation": {"lat": 52}}}}})
     sparse = copy.deepcopy(full)
     details = sparse["resource"]["instanceDetails"]
-    del details["productCodes"], details["tags"], details["networkInterfaces"][0]["ipv6Addresses"]
+    del details["productCodes"], details["tags"], details["imageDescription"]
+    del details["networkInterfaces"][0]["ipv6Addresses"]
     del sparse["service"]["evidence"], sparse["service"]["additionalInfo"]
     spelled = copy.deepcopy(full)
     spelled["service"]["count"] = "3"  # Integer member as text
