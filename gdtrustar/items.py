@@ -1,5 +1,8 @@
 """Items: what sources hand the delivery engine, one normalised finding or the reason there is none.
 
+``build_item`` is the one builder every source uses; it never raises. A document that is not a
+finding by design (``NotAFindingError``, e.g. a Malware Protection scan result) is a ``skipped`` item.
+
 Sources (files, the GuardDuty API) turn their input into ``Item``s; the engine in ``delivery.py``
 turns items into outcomes and does not know where an item came from.
 """
