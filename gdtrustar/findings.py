@@ -113,6 +113,8 @@ def _struct_table(shapes: dict, members: dict, memo: dict[str, _Shape]) -> dict[
 
 def _walk(value: Any, shape: _Shape, pascal: bool) -> Any:
     """Canonicalise ``value`` against ``shape``; values of an unexpected type are carried."""
+    if value.__class__ is Decimal:  # json.loads(parse_float=Decimal), DynamoDB: the number json.loads gives
+        value = plain_number(value)
     kind = shape.kind
     if kind == STRUCT:
         return _walk_struct(value, shape, pascal) if isinstance(value, dict) else plain(value, pascal)
@@ -147,7 +149,7 @@ def _walk(value: Any, shape: _Shape, pascal: bool) -> Any:
 
 def _double(value: Any, pascal: bool) -> Any:
     """Double members are floats on every door (EventBridge writes 5, the API 5.0)."""
-    if isinstance(value, (int, Decimal)) and not isinstance(value, bool):
+    if isinstance(value, int) and not isinstance(value, bool):
         try:
             return float(value)
         except OverflowError:  # a 400-digit "severity": carried as is, then rejected by validation
@@ -161,9 +163,6 @@ def _integer(value: Any, pascal: bool) -> Any:
         return int(value)
     if isinstance(value, str) and _INT_TEXT.match(value):
         return int(value)
-    if isinstance(value, Decimal):
-        number = plain_number(value)
-        return int(number) if isinstance(number, float) and number.is_integer() else number
     return plain(value, pascal)
 
 

@@ -63,7 +63,7 @@ def plain_number(value: Decimal) -> Any:
     """A Decimal as the int or float ``json.loads`` gives for the same text (NaN/infinity as text)."""
     if not value.is_finite():
         return str(value)
-    return int(value) if value == value.to_integral_value() and value.as_tuple().exponent >= 0 else float(value)
+    return int(value) if value.as_tuple().exponent == 0 else float(value)  # "5" int; "5.0", "1E+2" float
 
 
 def additional_info(value: Any, depth: int = 0) -> Any:
