@@ -48,17 +48,19 @@ _FINDING_EVENT = "GuardDuty Finding"
 STRUCT, LIST, MAP, STRING, DOUBLE, INTEGER, BOOLEAN, TIME, ADDINFO, OTHER = range(10)
 _KINDS = {"structure": STRUCT, "list": LIST, "map": MAP, "string": STRING, "double": DOUBLE,
           "float": DOUBLE, "integer": INTEGER, "long": INTEGER, "boolean": BOOLEAN, "timestamp": TIME}
+_CANONICAL_CLASS = {STRING: str, DOUBLE: float, INTEGER: int, BOOLEAN: bool}  # values of this class are final
 
 
 class _Shape:
     """One compiled model shape: its kind plus what is needed to walk a value of it."""
 
-    __slots__ = ("kind", "members", "item")
+    __slots__ = ("kind", "members", "item", "final")
 
     def __init__(self, kind: int) -> None:
         self.kind = kind
-        self.members: dict[str, tuple[str, _Shape, int]] = {}  # STRUCT: accepted key -> (wire, shape, kind)
+        self.members: dict[str, tuple[str, _Shape, int, type | None]] = {}  # STRUCT: key -> (wire, shape, ...)
         self.item: _Shape | None = None  # LIST member / MAP value
+        self.final = _CANONICAL_CLASS.get(kind)  # a value of exactly this class is already canonical
 
 
 _TIME_SHAPE = _Shape(TIME)
@@ -91,8 +93,8 @@ def _compile(shapes: dict, name: str, memo: dict[str, _Shape]) -> _Shape:
     return shape
 
 
-def _struct_table(shapes: dict, members: dict, memo: dict[str, _Shape]) -> dict[str, tuple[str, _Shape, int]]:
-    """Map every key a member may arrive under to (wire name, shape).
+def _struct_table(shapes: dict, members: dict, memo: dict[str, _Shape]) -> dict[str, tuple]:
+    """Map every key a member may arrive under to (wire name, shape, kind, canonical class).
 
     Wire names win over member names, which win over lower-first aliases, so an alias can never
     steal another member's wire name.
@@ -104,10 +106,10 @@ def _struct_table(shapes: dict, members: dict, memo: dict[str, _Shape]) -> dict[
         if child.kind == STRING and wire.endswith(_TIME_SUFFIXES):
             child = _TIME_SHAPE  # String-typed times (createdAt, eventFirstSeen, launchTime, ...)
         entries.append((member, wire, child))
-    table: dict[str, tuple[str, _Shape, int]] = {}
+    table: dict[str, tuple] = {}
     for pick in (lambda m, w: w, lambda m, w: m, lambda m, w: m[:1].lower() + m[1:]):
         for member, wire, child in entries:
-            table.setdefault(pick(member, wire), (wire, child, child.kind))
+            table.setdefault(pick(member, wire), (wire, child, child.kind, child.final))
     return table
 
 
@@ -126,8 +128,11 @@ def _walk(value: Any, shape: _Shape, pascal: bool) -> Any:
         return value if isinstance(value, str) else plain(value, pascal)
     if kind == LIST:
         if isinstance(value, (list, tuple)):
-            item = shape.item
-            return [_walk(element, item, pascal) for element in value]
+            item, final = shape.item, shape.item.final
+            if item.kind == STRUCT:
+                return [_walk_struct(element, item, pascal) if element.__class__ is dict
+                        else _walk(element, item, pascal) for element in value]
+            return [element if element.__class__ is final else _walk(element, item, pascal) for element in value]
         return plain(value, pascal)
     if kind == DOUBLE:
         return _double(value, pascal)
@@ -179,11 +184,11 @@ def _walk_struct(value: dict, shape: _Shape, pascal: bool) -> dict:
             if element or element.__class__ not in _EMPTY_SAYS_NOTHING:
                 out[lower_first(key) if pascal else key] = element
             continue
-        wire, shape, kind = entry
-        # Inlined common cases (strings, nested objects): this loop is the hot path of a run.
+        wire, shape, kind, final = entry
+        # Inlined common cases (canonical scalars, nested objects): this loop is the hot path of a run.
         # An empty string, list or object says nothing, and one door sends it where another leaves the key out.
-        if kind == STRING and element.__class__ is str:
-            if element:
+        if element.__class__ is final:
+            if element or final is not str:
                 out[wire] = element
             continue
         if kind == STRUCT and element.__class__ is dict:
