@@ -109,6 +109,7 @@ def backfill(detector: Optional[str], regions: tuple[str, ...], all_regions: boo
     """Send every existing finding from the GuardDuty API (resumable; reruns skip unchanged)."""
     from gdtrustar import backfill as job
     from gdtrustar.app import Run
+    from gdtrustar.aws import build_session
     from gdtrustar.guardduty import Criteria, discover, enabled_regions
 
     criteria = Criteria(since_ms=kwargs.pop("since"), until_ms=kwargs.pop("until"),
@@ -117,7 +118,7 @@ def backfill(detector: Optional[str], regions: tuple[str, ...], all_regions: boo
     options = run_options_from(kwargs)
     setup_logging(options.verbosity)
     settings = settings_from(kwargs)
-    session = job.build_session(profile)
+    session = build_session(profile)
     if all_regions:
         regions = tuple(enabled_regions(session))
     regions = regions or ((session.region_name,) if session.region_name else ())

@@ -11,6 +11,14 @@ any input size. Every item ends as exactly one Outcome per enclave: created, upd
 skipped, dry-run, invalid or failed. After ``BREAKER`` consecutive failures Station is considered
 down and the rest is failed without calls, so a long outage fills the failures file quickly instead
 of retrying every finding for minutes.
+
+The engine does not know where an item came from. When every enclave's outcome of an item is in,
+it settles the item's ``receipt`` (if its source gave it one; see ``checkpoint.py``), which is how
+a source learns what it may acknowledge.
+
+The same finding twice in one run: the second copy waits for the first one's write, then the
+ledger decides, so an older copy arriving second is ``unchanged`` (newest wins). A run without a
+ledger that writes (the Lambda) keeps the rows of its own writes in memory for the same decision.
 """
 
 from __future__ import annotations
@@ -21,10 +29,11 @@ from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, Future, ThreadPoo
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Optional
 
+from gdtrustar.checkpoint import HANDLED
 from gdtrustar.errors import GdTrustarError
 from gdtrustar.findings import is_sample
-from gdtrustar.items import Item
-from gdtrustar.ledger import Ledger, decide
+from gdtrustar.items import Item, Receipt
+from gdtrustar.ledger import Delivered, Ledger, decide
 from gdtrustar.mapper import Report, build_report, external_id
 from gdtrustar.station import StationClient, WriteResult
 
@@ -76,6 +85,7 @@ class Summary:
     started: float = field(default_factory=time.monotonic)
     finished: Optional[float] = None
     interrupted: bool = False
+    notes: list = field(default_factory=list)  # sources' own figures, printed (str) after the counts
 
     @property
     def problems(self) -> int:
@@ -84,6 +94,23 @@ class Summary:
     @property
     def elapsed(self) -> float:
         return (self.finished or time.monotonic()) - self.started
+
+
+class _Ticket:
+    """The outcomes still due for one item, and what they add up to for its receipt."""
+
+    __slots__ = ("receipt", "due", "handled", "narrowed")
+
+    def __init__(self, receipt: Optional[Receipt], due: int) -> None:
+        self.receipt, self.due, self.handled, self.narrowed = receipt, due, True, False
+
+    def note(self, outcome: Outcome) -> None:
+        self.due -= 1
+        self.handled = self.handled and outcome.action in HANDLED
+        # a finding skipped by a user's flag (--exclude-samples) was left out, not delivered
+        self.narrowed = self.narrowed or (outcome.action == "skipped" and outcome.finding is not None)
+        if self.due == 0 and self.receipt is not None:
+            self.receipt.settle(self.handled, self.narrowed)
 
 
 class Engine:
@@ -117,6 +144,7 @@ class Engine:
         self._in_flight_keys: set[tuple] = set()
         self._uncommitted = 0
         self._consecutive_failures = 0
+        self._memo: dict[tuple, Delivered] = {}  # rows of this run's writes when there is no ledger
 
     # -- public -------------------------------------------------------------------------------
     def run(self, items: Iterable[Item]) -> Summary:
@@ -142,25 +170,29 @@ class Engine:
     def submit(self, item: Item) -> None:
         """Queue one item; blocks while the in-flight window is full."""
         self.summary.findings += 1
+        targets = self.enclave_ids or (None,)
         if item.finding is None:
             action = "skipped" if item.skipped else "invalid"
-            self._emit(Outcome(action, item.origin, error=item.error, document=item.document))
+            self._emit(Outcome(action, item.origin, error=item.error, document=item.document), _Ticket(item.receipt, 1))
             return
         finding_id = item.finding["id"]
         if self.exclude_samples and is_sample(item.finding):
-            for enclave_id in self.enclave_ids or (None,):
+            ticket = _Ticket(item.receipt, len(targets))
+            for enclave_id in targets:
                 self._emit(Outcome("skipped", item.origin, finding_id, enclave_id,
                                    enclave_id and external_id(enclave_id, finding_id),
-                                   error="sample finding excluded by --exclude-samples", finding=item.finding))
+                                   error="sample finding excluded by --exclude-samples", finding=item.finding),
+                           ticket)
             return
         try:
-            reports = [(e, build_report(item.finding, e or PLACEHOLDER_ENCLAVE)) for e in self.enclave_ids or (None,)]
+            reports = [(e, build_report(item.finding, e or PLACEHOLDER_ENCLAVE)) for e in targets]
         except (RecursionError, ValueError, TypeError) as exc:  # a finding the mapper cannot render
             self._emit(Outcome("invalid", item.origin, finding_id, error=f"cannot map finding: {type(exc).__name__}",
-                               finding=item.finding))
+                               finding=item.finding), _Ticket(item.receipt, 1))
             return
+        ticket = _Ticket(item.receipt, len(reports))
         for enclave_id, report in reports:
-            self._route(item, finding_id, enclave_id, report)
+            self._route(item, finding_id, enclave_id, report, ticket)
 
     def flush(self) -> None:
         """Wait for every in-flight write and commit the ledger (a batch boundary)."""
@@ -178,24 +210,25 @@ class Engine:
         self.summary.finished = time.monotonic()
 
     # -- internals ----------------------------------------------------------------------------
-    def _route(self, item: Item, finding_id: str, enclave_id: Optional[str], report: Report) -> None:
+    def _route(self, item: Item, finding_id: str, enclave_id: Optional[str], report: Report,
+               ticket: _Ticket) -> None:
         base = Outcome("dry-run", item.origin, finding_id, enclave_id, enclave_id and report.external_id,
                        finding=item.finding)
         if self.dry_run or enclave_id is None:
             base.report = report.payload()
-            return self._emit(base)
+            return self._emit(base, ticket)
         key = (enclave_id, finding_id)
         while key in self._in_flight_keys:  # the same finding twice in one run: let the first land
             self._drain(wait_all=False)
-        row = self.ledger.lookup(enclave_id, finding_id) if self.ledger else None
+        row = self.ledger.lookup(enclave_id, finding_id) if self.ledger else self._memo.get(key)
         decision = decide(row, item.finding.get("updatedAt", ""), report.digest(), self.force)
         if decision == "unchanged":
             base.action, base.report_id = "unchanged", row.report_id
-            return self._emit(base)
+            return self._emit(base, ticket)
         while len(self._in_flight) >= self._max_in_flight:
             self._drain(wait_all=False)
         future = self._pool.submit(self._write, report)
-        future.context = (base, report, row is not None)  # type: ignore[attr-defined]
+        future.context = (base, report, row is not None, ticket)  # type: ignore[attr-defined]
         self._in_flight.add(future)
         self._in_flight_keys.add(key)
 
@@ -222,7 +255,7 @@ class Engine:
             self._complete(future)
 
     def _complete(self, future: Future) -> None:
-        outcome, report, known = future.context  # type: ignore[attr-defined]
+        outcome, report, known, ticket = future.context  # type: ignore[attr-defined]
         self._in_flight_keys.discard((outcome.enclave_id, outcome.finding_id))
         result = future.result()
         if isinstance(result, WriteResult):
@@ -230,23 +263,30 @@ class Engine:
             created = result.existed is False or (result.existed is None and not known)
             outcome.action = "created" if created else "updated"
             outcome.report_id, outcome.calls = result.report_id, result.calls
-            if self.ledger is not None:
-                self.ledger.record(outcome.enclave_id, outcome.finding_id, outcome.finding.get("updatedAt", ""),
-                                   report.digest(), result.report_id)
-                self._uncommitted += 1
+            self._remember(outcome, report.digest())
         else:
             self._consecutive_failures += 1
             outcome.action, outcome.error = "failed", str(result)
-        self._emit(outcome)
+        self._emit(outcome, ticket)
         if self._uncommitted >= self.batch_size:
             self._commit()
 
+    def _remember(self, outcome: Outcome, digest: str) -> None:
+        updated_at = outcome.finding.get("updatedAt", "")
+        if self.ledger is None:
+            self._memo[(outcome.enclave_id, outcome.finding_id)] = Delivered(updated_at, digest, outcome.report_id)
+            return
+        self.ledger.record(outcome.enclave_id, outcome.finding_id, updated_at, digest, outcome.report_id)
+        self._uncommitted += 1
+
     def _commit(self) -> None:
-        if self.ledger is not None and self._uncommitted:
+        if self.ledger is not None and (self._uncommitted or self.ledger.pending):
             self.ledger.commit()
             self._uncommitted = 0
 
-    def _emit(self, outcome: Outcome) -> None:
+    def _emit(self, outcome: Outcome, ticket: Optional[_Ticket] = None) -> None:
         self.summary.counts[outcome.action] += 1
         self.summary.station_calls += outcome.calls
         self.sink(outcome)
+        if ticket is not None:  # after the sink: a receipt may act on what was just recorded
+            ticket.note(outcome)

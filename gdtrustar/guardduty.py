@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Iterator, Optional
 
+from gdtrustar.aws import RETRY_CONFIG
 from gdtrustar.errors import ConfigError
 
 PAGE = 50
-RETRY_CONFIG = {"mode": "standard", "max_attempts": 12}
 _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 

@@ -7,15 +7,26 @@ which cannot duplicate because the write is keyed by external id.
 
 Rows are keyed by (Station API endpoint, enclave, finding id): the same finding delivered to
 another Station or enclave is another report.
+
+Newest wins: a copy of a finding whose ``updatedAt`` is older than the delivered one (an old
+export, an old failures file, S3 objects read out of order) is ``unchanged`` and costs no call,
+so it can never overwrite the newer report. Times are compared as instants, not as strings.
+
+Besides findings the ledger holds two kinds of checkpoints (``checkpoint.py`` decides when they
+are written): backfill bookmarks, each stored with the lower bound of the window it covers, and
+S3 export objects that were delivered completely, by (bucket, key, ETag).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import time
 from pathlib import Path
 from typing import NamedTuple, Optional
+
+from gdtrustar.findings import canonical_time
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS deliveries (
@@ -37,6 +48,14 @@ CREATE TABLE IF NOT EXISTS bookmarks (
     value TEXT NOT NULL,
     saved_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS objects (
+    scope TEXT NOT NULL,
+    bucket TEXT NOT NULL,
+    object_key TEXT NOT NULL,
+    etag TEXT NOT NULL,
+    delivered_at REAL NOT NULL,
+    PRIMARY KEY (scope, bucket, object_key, etag)
+);
 """
 
 
@@ -48,17 +67,71 @@ class Delivered(NamedTuple):
     report_id: Optional[str]
 
 
+class Bookmark(NamedTuple):
+    """Where a backfill may resume.
+
+    Every finding updated before ``at`` and at or after ``since_ms`` (None: from the beginning)
+    was delivered.
+    """
+
+    at: str
+    since_ms: Optional[int]
+
+    def covers(self, since_ms: Optional[int]) -> bool:
+        """Whether this bookmark may narrow a run whose window starts at ``since_ms``.
+
+        It may only if the run that stored it covered that start: a bookmark stored by
+        ``--since 2d`` says nothing about findings older than two days.
+        """
+        return self.since_ms is None or (since_ms is not None and self.since_ms <= since_ms)
+
+    def dumps(self) -> str:
+        return json.dumps({"at": self.at, "since_ms": self.since_ms})
+
+    @classmethod
+    def loads(cls, text: str) -> Optional[Bookmark]:
+        """The stored bookmark, or None for one this version cannot trust (e.g. one without its window)."""
+        try:
+            data = json.loads(text)
+            at, since_ms = data["at"], data["since_ms"]
+        except (ValueError, TypeError, KeyError):
+            return None
+        if not isinstance(at, str) or not (since_ms is None or type(since_ms) is int):
+            return None
+        return cls(at, since_ms)
+
+
 def decide(row: Optional[Delivered], updated_at: str, digest: str, force: bool = False) -> str:
     """Classify a finding against its ledger row: ``new``, ``changed`` or ``unchanged``.
 
-    A finding is unchanged only if GuardDuty did not update it *and* the report we would send is
-    byte-identical to the delivered one (a new gdtrustar version may render reports differently).
+    A finding is unchanged if GuardDuty did not update it and the report we would send is
+    byte-identical to the delivered one (a new gdtrustar version may render reports differently),
+    and also if it is an older copy than the delivered one: the newer report stays.
     """
     if row is None:
         return "new"
-    if force or row.updated_at != updated_at or row.digest != digest:
+    if force:
+        return "changed"
+    order = compare_times(updated_at, row.updated_at)
+    if order < 0:
+        return "unchanged"
+    if order > 0 or row.digest != digest:
         return "changed"
     return "unchanged"
+
+
+def compare_times(a: str, b: str) -> int:
+    """-1, 0 or 1 as instant ``a`` is before, equal to or after ``b``; 1 when either is not a time.
+
+    Unreadable times compare as "after" so that a finding we cannot order is written, never dropped.
+    """
+    try:
+        first, second = canonical_time(a), canonical_time(b)
+    except (OverflowError, ValueError):
+        first = second = None
+    if first is None or second is None:
+        return 0 if a == b else 1
+    return (first > second) - (first < second)  # the canonical form is fixed-width UTC: it sorts as time
 
 
 def default_path() -> Path:
@@ -109,12 +182,26 @@ class Ledger:
         )
         self._pending += 1
 
-    def get_bookmark(self, key: str) -> Optional[str]:
+    def get_bookmark(self, key: str) -> Optional[Bookmark]:
         row = self.conn.execute("SELECT value FROM bookmarks WHERE partition_key=?", (key,)).fetchone()
-        return row[0] if row else None
+        return Bookmark.loads(row[0]) if row else None
 
-    def set_bookmark(self, key: str, value: str) -> None:
-        self.conn.execute("INSERT OR REPLACE INTO bookmarks VALUES (?, ?, ?)", (key, value, time.time()))
+    def set_bookmark(self, key: str, bookmark: Bookmark) -> None:
+        self.conn.execute("INSERT OR REPLACE INTO bookmarks VALUES (?, ?, ?)", (key, bookmark.dumps(), time.time()))
+
+    def object_done(self, scope: str, bucket: str, key: str, etag: str) -> bool:
+        """Whether this exact object version was delivered completely to this scope before."""
+        row = self.conn.execute(
+            "SELECT 1 FROM objects WHERE scope=? AND bucket=? AND object_key=? AND etag=?",
+            (f"{self.station}|{scope}", bucket, key, etag),
+        ).fetchone()
+        return row is not None
+
+    def mark_object(self, scope: str, bucket: str, key: str, etag: str) -> None:
+        """Remember an object whose every finding was delivered (committed with the next batch)."""
+        self.conn.execute("INSERT OR REPLACE INTO objects VALUES (?, ?, ?, ?, ?)",
+                          (f"{self.station}|{scope}", bucket, key, etag, time.time()))
+        self._pending += 1
 
     def recent_calls(self, since: float) -> list[float]:
         """Wall-clock times of this Station's calls after ``since`` (made by earlier runs)."""
@@ -125,6 +212,11 @@ class Ledger:
         """Replace the remembered call times (only the last minute's matter to the pacer)."""
         self.conn.execute("DELETE FROM recent_calls WHERE station=?", (self.station,))
         self.conn.executemany("INSERT INTO recent_calls VALUES (?, ?)", [(self.station, t) for t in times])
+
+    @property
+    def pending(self) -> int:
+        """Rows written since the last commit."""
+        return self._pending
 
     def commit(self) -> None:
         """Make everything recorded so far durable and start the next batch."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import stat
 
-from gdtrustar.ledger import Delivered, Ledger, decide
+from gdtrustar.ledger import Bookmark, Delivered, Ledger, decide
 
 ROW = Delivered("2024-01-01T00:00:00.000Z", "abc", "r-1")
 
@@ -22,7 +22,7 @@ def test_rows_are_per_station_and_enclave_and_survive_reopen(tmp_path):
     path = tmp_path / "state" / "ledger.sqlite3"
     ledger = Ledger(path, "https://a/api/1.3")
     ledger.record("enc-a", "f1", "t1", "d1", "r1")
-    ledger.set_bookmark("k", "2024")
+    ledger.set_bookmark("k", Bookmark("2024", None))
     ledger.commit()
     ledger.record("enc-a", "f2", "t2", "d2", "r2")  # never committed: lost like a SIGKILL would lose it
     ledger.conn.close()
@@ -30,7 +30,7 @@ def test_rows_are_per_station_and_enclave_and_survive_reopen(tmp_path):
     assert again.lookup("enc-a", "f1") == Delivered("t1", "d1", "r1")
     assert again.lookup("enc-a", "f2") is None
     assert again.lookup("enc-b", "f1") is None
-    assert again.get_bookmark("k") == "2024"
+    assert again.get_bookmark("k") == Bookmark("2024", None)
     assert Ledger(path, "https://b/api/1.3").lookup("enc-a", "f1") is None
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     assert stat.S_IMODE(os.stat(path.parent).st_mode) == 0o700
