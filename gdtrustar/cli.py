@@ -12,7 +12,7 @@ from gdtrustar import __version__
 from gdtrustar.deploy.command import deploy_lambda
 from gdtrustar.errors import GdTrustarError
 from gdtrustar.logs import redact, setup_logging
-from gdtrustar.options import SEVERITY, WHEN, settings_from, station_options, verbosity_options
+from gdtrustar.options import criteria_from, filter_options, settings_from, station_options, verbosity_options
 from gdtrustar.status import ExitStatus
 
 
@@ -67,23 +67,34 @@ def cli(ctx: click.Context, verbose: int, quiet: int, debug: bool) -> None:
 
 @cli.command()
 @click.argument("sources", nargs=-1, required=True, metavar="SOURCE...")
+@filter_options
+@click.option("--region", "regions", multiple=True, metavar="R",
+              help="Only findings of this region (repeatable); for s3:// only its region folders are listed.")
+@click.option("--profile", metavar="P", help="AWS profile (for s3:// sources).")
 @run_options
 @station_options
 @verbosity_options
-def send(sources: tuple[str, ...], **kwargs: Any) -> int:
-    """Send findings from files, directories (recursive) or - (stdin).
+def send(sources: tuple[str, ...], regions: tuple[str, ...], profile: Optional[str], **kwargs: Any) -> int:
+    """Send findings from files, directories (recursive), - (stdin) or GuardDuty's S3 export (s3://BUCKET[/PREFIX]).
 
     Accepts EventBridge events, camelCase or PascalCase findings, arrays, {"Findings": [...]},
     JSON Lines, gzip, and failures files written by earlier runs.
     """
     from gdtrustar.app import Run
-    from gdtrustar.items import items_from
-    from gdtrustar.sources import iter_documents
+    from gdtrustar.checkpoint import delivery_scope
+    from gdtrustar.inputs import Inputs
+    from gdtrustar.selection import Selection
 
+    selection = Selection(criteria_from(kwargs), regions)
     options = run_options_from(kwargs)
     setup_logging(options.verbosity)
-    run = Run(settings_from(kwargs), options)
-    run.deliver(items_from(iter_documents(sources)))
+    settings = settings_from(kwargs)
+    inputs = Inputs(sources, selection, profile)
+    inputs.check()
+    run = Run(settings, options)
+    inputs.bind(run.ledger, delivery_scope(settings.enclave_ids), options.force)
+    run.engine.summary.notes.extend(inputs.notes())
+    run.deliver(inputs.items())
     return int(run.exit_status())
 
 
@@ -93,13 +104,7 @@ def send(sources: tuple[str, ...], **kwargs: Any) -> int:
               help="Region to read (repeatable; default: the profile's).")
 @click.option("--all-regions", is_flag=True, help="Every region enabled for the account (asks EC2).")
 @click.option("--profile", metavar="P", help="AWS profile.")
-@click.option("--since", type=WHEN, metavar="WHEN",
-              help="Findings updated at or after (ISO-8601, or 7d, 12h, 30m ago).")
-@click.option("--until", type=WHEN, metavar="WHEN", help="Findings updated at or before (same forms).")
-@click.option("--min-severity", type=SEVERITY, metavar="N|LABEL",
-              help="Minimum severity: number (rounded down server-side) or low|medium|high|critical.")
-@click.option("--type", "types", multiple=True, metavar="T", help="Finding type, exact (repeatable).")
-@click.option("--account", "accounts", multiple=True, metavar="ID", help="Member account id (repeatable).")
+@filter_options
 @click.option("--include-archived", is_flag=True, help="Also archived findings (default: excluded).")
 @run_options
 @station_options
@@ -110,11 +115,9 @@ def backfill(detector: Optional[str], regions: tuple[str, ...], all_regions: boo
     from gdtrustar import backfill as job
     from gdtrustar.app import Run
     from gdtrustar.aws import build_session
-    from gdtrustar.guardduty import Criteria, discover, enabled_regions
+    from gdtrustar.guardduty import discover, enabled_regions
 
-    criteria = Criteria(since_ms=kwargs.pop("since"), until_ms=kwargs.pop("until"),
-                        min_severity=kwargs.pop("min_severity"), types=kwargs.pop("types"),
-                        accounts=kwargs.pop("accounts"), include_archived=kwargs.pop("include_archived"))
+    criteria = criteria_from(kwargs, include_archived=kwargs.pop("include_archived"))
     options = run_options_from(kwargs)
     setup_logging(options.verbosity)
     settings = settings_from(kwargs)

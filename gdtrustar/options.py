@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import click
 
 from gdtrustar.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from gdtrustar.guardduty import Criteria
 
 SEVERITY_NAMES = {"low": 1.0, "medium": 4.0, "high": 7.0, "critical": 9.0}
 
@@ -52,6 +55,33 @@ class WhenType(click.ParamType):
 
 
 WHEN = WhenType()
+
+_FILTER_OPTIONS = (
+    click.option("--since", type=WHEN, metavar="WHEN",
+                 help="Findings updated at or after (ISO-8601, or 7d, 12h, 30m ago)."),
+    click.option("--until", type=WHEN, metavar="WHEN", help="Findings updated at or before (same forms)."),
+    click.option("--min-severity", type=SEVERITY, metavar="N|LABEL",
+                 help="Minimum severity: number (rounded down, as GuardDuty does) or low|medium|high|critical."),
+    click.option("--type", "types", multiple=True, metavar="T", help="Finding type, exact (repeatable)."),
+    click.option("--account", "accounts", multiple=True, metavar="ID", help="Member account id (repeatable)."),
+)
+
+
+def filter_options(func: Callable) -> Callable:
+    """The finding filters ``backfill`` and ``send`` share (same flags, same meaning)."""
+    for option in reversed(_FILTER_OPTIONS):
+        func = option(func)
+    return func
+
+
+def criteria_from(kwargs: dict, include_archived: bool = False) -> Criteria:
+    """Pop the filter flags out of a command's kwargs."""
+    from gdtrustar.guardduty import Criteria
+
+    return Criteria(since_ms=kwargs.pop("since"), until_ms=kwargs.pop("until"),
+                    min_severity=kwargs.pop("min_severity"), types=kwargs.pop("types"),
+                    accounts=kwargs.pop("accounts"), include_archived=include_archived)
+
 
 _STATION_OPTIONS = (
     click.option("--enclave-id", "enclave_ids", multiple=True, metavar="ID",

@@ -161,6 +161,9 @@ class Reporter:
             f"({rate:.0f}/s): {counts}" + ("" if self.dry_run else f"; {summary.station_calls} Station calls"),
             markup=False, highlight=False,
         )
+        for note in summary.notes:  # a source's own figures (objects read, findings left out by filters)
+            if str(note):
+                self.err.print(f"gdtrustar: {note}", markup=False, highlight=False)
         if failures_path is not None and summary.problems:
             self.err.print(
                 f"gdtrustar: {summary.problems} not delivered, listed in {failures_path}; "

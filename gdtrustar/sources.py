@@ -66,6 +66,11 @@ def read_file(path: Path) -> Iterator[Document]:
         yield Document(str(path), error=f"cannot read: {exc.strerror or exc}")
 
 
+def read_stream(stream: IO[bytes], name: str) -> Iterator[Document]:
+    """Documents of one byte stream that is not a local file (an S3 object body), named ``name``."""
+    return _read_stream(stream, name)
+
+
 def _read_stream(raw: IO[bytes], name: str) -> Iterator[Document]:
     buffered = io.BufferedReader(raw) if not hasattr(raw, "peek") else raw
     gzipped = buffered.peek(2)[:2] == GZIP_MAGIC
