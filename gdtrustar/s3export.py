@@ -3,7 +3,8 @@
 Folders are walked as ``s3layout.py`` says, with pages of ``ListObjectsV2`` (1,000 keys a page),
 and objects are read one at a time, each streamed from its ``GetObject`` body through the same
 reader as files (``sources.read_stream``: gzip, JSON Lines, per-line origins): nothing holds more
-than one page of keys and one line of one object.
+than one page of keys and one line of one object. The ``GetObject`` calls themselves are issued
+a few objects ahead (``s3read.py``), because a run of many small objects is bound by latency.
 
 Each object is one ``Checkpoint``. When every finding in it was delivered (created, updated,
 unchanged or skipped: see ``checkpoint.py`` for why invalid and failed do not count) and none was
@@ -22,22 +23,18 @@ middle of a body is resumed with a ranged ``GetObject`` (``If-Match`` the ETag) 
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Iterator, Optional
 
 from gdtrustar.aws import RETRY_CONFIG
 from gdtrustar.checkpoint import Checkpoint
 from gdtrustar.errors import ConfigError
 from gdtrustar.items import Item, items_from, reread_reference
 from gdtrustar.ledger import Ledger
-from gdtrustar.s3layout import OBJECT_SUFFIX, Place, Walk, child_level, locate, parse_url
+from gdtrustar.s3layout import OBJECT_SUFFIX, Listed, Place, Walk, child_level, locate, parse_url
+from gdtrustar.s3read import Opened, error_of, open_ahead, unreadable_reason
 from gdtrustar.selection import Filtered, Selection, select
 from gdtrustar.sources import read_stream
-
-RESUMES = 3  # ranged re-reads of one body after a dropped connection
-READ_BUFFER = 1 << 16
-_KMS_WORDS = ("kms", "ciphertext", "customer master key")
 
 
 @dataclass
@@ -63,19 +60,6 @@ class ObjectStats:
         return text
 
 
-@dataclass(frozen=True)
-class Listed:
-    """One object as ``ListObjectsV2`` returned it."""
-
-    bucket: str
-    key: str
-    etag: str
-
-    @property
-    def url(self) -> str:
-        return f"s3://{self.bucket}/{self.key}"
-
-
 def s3_client(session: Any) -> Any:
     """An S3 client with botocore's standard retries; ``AWS_ENDPOINT_URL_S3`` is honoured by botocore.
 
@@ -85,26 +69,6 @@ def s3_client(session: Any) -> Any:
 
     return session.client("s3", region_name=session.region_name or "us-east-1",
                           config=Config(retries=RETRY_CONFIG))
-
-
-def _error(exc: Exception) -> tuple[str, str]:
-    error = getattr(exc, "response", {}).get("Error", {})
-    code = str(error.get("Code") or type(exc).__name__)
-    message = str(error.get("Message") or exc)
-    return code, " ".join(message.split())[:300]
-
-
-def unreadable_reason(exc: Exception) -> str:
-    """One line for a ``GetObject`` that failed: which permission is missing, when that is the cause."""
-    code, message = _error(exc)
-    said = f"S3 said {code}: {message}"
-    if code.startswith("KMS.") or (code in ("AccessDenied", "403") and any(w in message.lower() for w in _KMS_WORDS)):
-        return f"cannot decrypt: the reader needs kms:Decrypt on the export's KMS key ({said})"
-    if code in ("AccessDenied", "403"):
-        return f"access denied: the reader needs s3:GetObject on it ({said})"
-    if code in ("NoSuchKey", "404"):
-        return f"the object is gone ({said})"
-    return f"cannot read the object ({said})"
 
 
 class S3Export:
@@ -135,53 +99,48 @@ class S3Export:
         try:
             self.client.list_objects_v2(Bucket=self.bucket, Prefix=self.place.prefix, MaxKeys=1)
         except Exception as exc:
-            code, message = _error(exc)
+            code, message = error_of(exc)
             hint = " (the reader needs s3:ListBucket on the bucket for this prefix)" if "Denied" in code else ""
             raise ConfigError(f"S3 ListObjectsV2 on s3://{self.bucket}/{self.place.prefix}: {code}: {message}{hint}") \
                 from exc
 
     def items(self) -> Iterator[Item]:
         """Every wanted finding of every wanted object under the URL, one object at a time."""
-        for listed in self.objects():
-            if isinstance(listed, Item):  # a folder that could not be listed (after the check passed)
-                yield listed
-                continue
-            self.stats.listed += 1
-            if self.ledger is not None and not self.force and \
-                    self.ledger.object_done(self.scope, listed.bucket, listed.key, listed.etag):
-                self.stats.skipped += 1
-                continue
-            yield from self.read(listed.bucket, listed.key)
+        for entry, opened in open_ahead(self.client, self._to_read()):
+            if isinstance(entry, Item):  # a folder that could not be listed (after the check passed)
+                yield entry
+            else:
+                yield from self._read(entry, opened)
 
-    def read(self, bucket: str, key: str) -> Iterator[Item]:
+    def _to_read(self) -> Iterator[Listed | Item]:
+        """Listed objects less those delivered before (no GetObject for them)."""
+        for entry in self.objects():
+            if isinstance(entry, Listed):
+                self.stats.listed += 1
+                if self.ledger is not None and not self.force and \
+                        self.ledger.object_done(self.scope, entry.bucket, entry.key, entry.etag):
+                    self.stats.skipped += 1
+                    continue
+            yield entry
+
+    def _read(self, listed: Listed, opened: Opened) -> Iterator[Item]:
         """The findings of one object, held in its checkpoint; an unreadable object is one invalid item."""
-        url = f"s3://{bucket}/{key}"
-        try:
-            response = self.client.get_object(Bucket=bucket, Key=key)
-        except Exception as exc:  # botocore already retried what retrying can fix
+        url = listed.url
+        if opened.error is not None:
             self.stats.unreadable += 1
-            yield Item(url, error=unreadable_reason(exc), document=reread_reference(url))
+            yield Item(url, error=unreadable_reason(opened.error), document=reread_reference(url))
             return
         self.stats.read += 1
-        etag = response.get("ETag", "")
-        checkpoint = Checkpoint(lambda complete: self._done(complete, bucket, key, etag), name=url)
-        body = io.BufferedReader(_Body(response["Body"], self._opener(bucket, key, etag)), READ_BUFFER)
-        try:
+        etag = opened.etag
+        checkpoint = Checkpoint(lambda complete: self._done(complete, listed.bucket, listed.key, etag), name=url)
+        with opened.stream() as body:
             held = (checkpoint.hold(_whole_object_reread(item, url)) for item in items_from(read_stream(body, url)))
             yield from select(held, self.selection, self.left_out)
             checkpoint.seal()
-        finally:
-            body.close()
 
     def _done(self, complete: bool, bucket: str, key: str, etag: str) -> None:
         if complete and self.ledger is not None and etag:
             self.ledger.mark_object(self.scope, bucket, key, etag)
-
-    def _opener(self, bucket: str, key: str, etag: str) -> Callable[[int], Any]:
-        def open_at(offset: int) -> Any:
-            kwargs = {"IfMatch": etag} if etag else {}
-            return self.client.get_object(Bucket=bucket, Key=key, Range=f"bytes={offset}-", **kwargs)["Body"]
-        return open_at
 
     def objects(self) -> Iterator[Listed | Item]:
         """Wanted objects under the URL, in key order within each folder.
@@ -221,7 +180,7 @@ class S3Export:
         try:
             yield from self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, **kwargs)
         except Exception as exc:  # botocore already retried what retrying can fix
-            code, message = _error(exc)
+            code, message = error_of(exc)
             raise _ListingError(f"cannot list s3://{self.bucket}/{kwargs.get('Prefix', '')}: S3 said {code}: "
                                 f"{message}") from exc
 
@@ -247,43 +206,3 @@ def _whole_object_reread(item: Item, url: str) -> Item:
     if item.finding is None and item.document is None and item.origin == url:
         item.document = reread_reference(url)
     return item
-
-
-class _Body(io.RawIOBase):
-    """A ``GetObject`` body as a raw stream; a connection lost mid-body is resumed with a ranged GET."""
-
-    def __init__(self, body: Any, open_at: Callable[[int], Any]) -> None:
-        super().__init__()
-        self._body = body
-        self._open_at = open_at
-        self._offset = 0
-        self._resumes = RESUMES
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        while True:
-            try:
-                chunk = self._body.read(len(buffer))
-                break
-            except (BotoCoreError, OSError) as exc:
-                if self._resumes <= 0:
-                    raise OSError(f"connection lost after {self._offset} bytes: {exc}") from exc
-                self._resumes -= 1
-                self._body.close()
-                try:
-                    self._body = self._open_at(self._offset)
-                except (BotoCoreError, ClientError) as again:
-                    raise OSError(f"connection lost after {self._offset} bytes: {_error(again)[0]}") from again
-        buffer[: len(chunk)] = chunk
-        self._offset += len(chunk)
-        return len(chunk)
-
-    def close(self) -> None:
-        try:
-            self._body.close()
-        finally:
-            super().close()

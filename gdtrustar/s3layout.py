@@ -42,6 +42,19 @@ _KEY = re.compile(
 _MARGIN = timedelta(days=1)
 
 
+@dataclass(frozen=True)
+class Listed:
+    """One object as ``ListObjectsV2`` returned it."""
+
+    bucket: str
+    key: str
+    etag: str
+
+    @property
+    def url(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+
 def parse_url(url: str) -> tuple[str, str]:
     """(bucket, key prefix) of ``s3://BUCKET[/PREFIX]``."""
     if not url.startswith("s3://"):
