@@ -336,3 +336,64 @@ def test_timestamps_of_today_relative_window(s3cli, export):
     export.put([stale], day=today - timedelta(days=20))
     result = s3cli("send", "--dry-run", "--json", "--since", "2d", export.url())
     assert ids(result) == {fresh["id"]}
+
+
+# -- what is remembered ----------------------------------------------------------------------------------------------
+
+
+def test_an_object_partly_left_out_by_filters_is_read_again_by_a_wider_run(s3cli, proxy, export, sim):
+    wanted = make_finding(1, type="UnauthorizedAccess:EC2/SSHBruteForce")
+    other = make_finding(2)
+    sample = dict(make_finding(3, type="UnauthorizedAccess:EC2/SSHBruteForce"),
+                  service={"additionalInfo": {"sample": True}})
+    export.put([wanted, other], name="mixed.jsonl.gz")
+    export.put([sample], name="sample.jsonl.gz")
+    s3cli.station(sim)
+    narrow = s3cli("send", "--json", "--exclude-samples", "--type", wanted["type"], export.url())
+    assert narrow.code == 0, narrow.stderr
+    assert narrow.actions() == {"created": 1, "skipped": 1}
+    assert "1 findings outside the filters, not sent" in narrow.stderr
+    wide = s3cli("send", "--json", export.url())  # neither object was remembered: both had findings left out
+    assert wide.code == 0, wide.stderr
+    assert sorted(r["action"] for r in wide.records) == ["created", "created", "unchanged"]
+    assert {r["finding_id"] for r in wide.records if r["action"] == "created"} == {other["id"], sample["id"]}
+    proxy.reset()
+    assert s3cli("send", "--json", export.url()).records == [] and proxy.count("GetObject") == 0
+
+
+def test_an_object_with_an_unreadable_part_is_not_remembered(s3cli, proxy, export, sim, tmp_path):
+    import gzip
+
+    good = make_finding(1)
+    body = gzip.compress((json.dumps(good) + "\n{broken\n").encode())
+    key = export.folder("123456789012", "us-east-1", DAYS[0]) + "broken.jsonl.gz"
+    export.s3.put_object(Bucket=export.bucket, Key=key, Body=body)
+    truncated = export.folder("123456789012", "us-east-1", DAYS[0]) + "truncated.jsonl.gz"
+    export.s3.put_object(Bucket=export.bucket, Key=truncated,
+                         Body=gzip.compress((json.dumps(make_finding(2)) + "\n").encode() * 50)[:200])
+    s3cli.station(sim)
+    failures = tmp_path / "f.jsonl"
+    first = s3cli("send", "--json", "--failures", str(failures), export.url())
+    assert first.code == 1
+    origins = {r["origin"] for r in first.records if r["action"] == "invalid"}
+    assert f"s3://{export.bucket}/{key}:2" in origins
+    lines = [json.loads(line) for line in failures.read_text().splitlines()]
+    assert {"reread": f"s3://{export.bucket}/{truncated}"} in [line.get("document") for line in lines]
+    proxy.reset()
+    again = s3cli("send", "--json", export.url())
+    assert proxy.count("GetObject") == 2  # both read again: their findings are only in a failures file
+    assert again.actions().get("created", 0) == 0 and sim.count("upsert") == first.actions()["created"]
+
+
+def test_filters_apply_to_files_too(cli, tmp_path):
+    from tests.conftest import write_jsonl
+    from tests.sims.guardduty import to_eventbridge
+
+    rows = [make_finding(1, region="eu-west-1"), make_finding(2, severity=8.0),
+            make_finding(3, account_id="210987654321")]
+    path = write_jsonl(tmp_path / "e.jsonl", [to_eventbridge(r) for r in rows])
+    assert ids(cli("send", "--dry-run", "--json", "--region", "eu-west-1", str(path))) == {rows[0]["id"]}
+    assert ids(cli("send", "--dry-run", "--json", "--min-severity", "high", str(path))) == {rows[1]["id"]}
+    assert ids(cli("send", "--dry-run", "--json", "--account", "210987654321", str(path))) == {rows[2]["id"]}
+    result = cli("send", "--dry-run", "--json", "--since", "2030-01-01", str(path))
+    assert result.code == 0 and result.records == [] and "3 findings outside the filters" in result.stderr
