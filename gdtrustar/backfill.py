@@ -47,7 +47,7 @@ def backfill(run: Run, targets: list[Target], criteria: Criteria, use_bookmarks:
     """Deliver every matching finding of every target; Ctrl-C finishes the page in flight."""
     signpost = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(time.time() - SKEW))
     samples = "samples-excluded" if run.options.exclude_samples else None  # skipped samples are not covered
-    scope = delivery_scope(run.engine.enclave_ids, samples)
+    scope = f"{run.ledger.station if run.ledger else ''}|{delivery_scope(run.engine.enclave_ids, samples)}"
     plans = []
     for target in targets:
         key = f"{scope}|{target.region}|{target.detector_id}|{criteria.key()}"

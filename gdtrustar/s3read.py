@@ -107,7 +107,10 @@ def unreadable_reason(exc: Exception) -> str:
     """One line for a ``GetObject`` that failed: which permission is missing, when that is the cause."""
     code, message = error_of(exc)
     said = f"S3 said {code}: {message}"
-    if code.startswith("KMS.") or (code in ("AccessDenied", "403") and any(w in message.lower() for w in _KMS_WORDS)):
+    if code.startswith("KMS."):
+        return (f"cannot decrypt: KMS refused the export's key ({said}); the reader needs kms:Decrypt on it, "
+                f"and the key must be enabled")
+    if code in ("AccessDenied", "403") and any(word in message.lower() for word in _KMS_WORDS):
         return f"cannot decrypt: the reader needs kms:Decrypt on the export's KMS key ({said})"
     if code in ("AccessDenied", "403"):
         return f"access denied: the reader needs s3:GetObject on it ({said})"

@@ -283,6 +283,17 @@ def test_kms_refusal_is_one_line_the_run_goes_on_and_replay_reads_it_again(
     assert rerun.records == [] and proxy.count("GetObject") == 0
 
 
+def test_access_denied_without_kms_names_s3_getobject(s3cli, proxy, export):
+    refused = export.put([make_finding(1)])
+    export.put([make_finding(2)])
+    proxy.refuse(refused)  # e.g. a bucket policy: S3's plain "Access Denied"
+    result = s3cli("send", "--dry-run", "--json", export.url())
+    assert result.code == 1
+    assert result.actions() == {"dry-run": 1, "invalid": 1}
+    line = next(x for x in result.stderr.splitlines() if x.startswith("gdtrustar: invalid:"))
+    assert "s3:GetObject" in line and "kms" not in line.lower() and refused in line
+
+
 def test_other_s3_errors_are_retried_by_botocore(s3cli, proxy, export):
     export.put([make_finding(i) for i in range(5)])
     proxy.fail_next(2, "GetObject", 503, "SlowDown")
