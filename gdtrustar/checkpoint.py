@@ -83,12 +83,7 @@ class Checkpoint:
             self._on_done(self._complete)
 
 
-def handled(actions: list[str]) -> bool:
-    """The rule above, for one item's outcomes."""
-    return bool(actions) and all(action in HANDLED for action in actions)
-
-
 def delivery_scope(enclave_ids: tuple[str, ...], extra: Optional[str] = None) -> str:
-    """What a checkpoint is valid for besides the Station (the ledger adds that): the enclaves."""
+    """What an acknowledgement is valid for besides the Station: these enclaves (in any order)."""
     scope = ",".join(sorted(enclave_ids))
     return f"{scope}|{extra}" if extra else scope
