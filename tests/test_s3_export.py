@@ -176,6 +176,23 @@ def test_dry_run_table_summary_and_origins(s3cli, export):
     assert [r["origin"] for r in records] == [f"s3://{export.bucket}/{export.keys[0]}:{n}" for n in (1, 2, 3)]
 
 
+def test_export_lines_give_the_same_reports_as_eventbridge_events(s3cli, export, tmp_path):
+    from tests.conftest import write_jsonl
+    from tests.shapes import eventbridge, s3_export_line, with_doubled_info
+    from tests.sims.guardduty import finding_to_wire
+
+    findings = [make_finding(i, sample=i % 2 == 0) for i in range(6)]
+    export.put([s3_export_line(finding_to_wire(f)) for f in findings])  # doubled additionalInfo, E9 times
+    events = write_jsonl(tmp_path / "events.jsonl", [eventbridge(with_doubled_info(f)) for f in findings])
+    from_s3 = s3cli("send", "--dry-run", "--json", "--enclave-id", "enc-a", export.url())
+    from_events = s3cli("send", "--dry-run", "--json", "--enclave-id", "enc-a", str(events))
+    assert from_s3.code == from_events.code == 0, from_s3.stderr
+    reports = {r["finding_id"]: r["report"] for r in from_s3.records}
+    assert reports == {r["finding_id"]: r["report"] for r in from_events.records} and len(reports) == 6
+    samples = s3cli("send", "--dry-run", "--json", "--exclude-samples", export.url())
+    assert samples.actions() == {"dry-run": 3, "skipped": 3}
+
+
 # -- delivery, reruns, ordering -----------------------------------------------------------------------------------
 
 

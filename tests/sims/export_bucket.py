@@ -38,11 +38,12 @@ class ExportBucket:
         org = f"{self.org}/" if self.org else ""
         return f"{self.prefix}AWSLogs/{org}{account}/GuardDuty/{region}/{day:%Y/%m/%d}/"
 
-    def put(self, findings: Iterable[dict], account: str = "123456789012", region: str = "us-east-1",
+    def put(self, findings: Iterable[Any], account: str = "123456789012", region: str = "us-east-1",
             day: date = date(2024, 1, 1), name: Optional[str] = None) -> str:
-        """Write one object of ``findings`` (bare camelCase, one a line); returns its key."""
+        """Write one object of ``findings`` (bare camelCase dicts, or export lines as text); returns its key."""
         key = self.folder(account, region, day) + (name or f"{uuid.uuid4()}.jsonl.gz")
-        body = "".join(json.dumps(f, separators=(",", ":")) + "\n" for f in findings).encode()
+        lines = (f if isinstance(f, str) else json.dumps(f, separators=(",", ":")) for f in findings)
+        body = "".join(line + "\n" for line in lines).encode()
         self.s3.put_object(Bucket=self.bucket, Key=key, Body=gzip.compress(body, mtime=0),
                            ServerSideEncryption="aws:kms", SSEKMSKeyId=self.kms_key)
         self.keys.append(key)
