@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Iterable, Iterator, Optional
 
 from gdtrustar.delivery import Engine, Summary
-from gdtrustar.failures import FailuresFile
+from gdtrustar.failures import FailuresFile, choose_path
 from gdtrustar.items import Item
-from gdtrustar.ledger import Ledger, default_path
+from gdtrustar.ledger import Ledger, default_path, open_ledger
 from gdtrustar.output import Reporter
 from gdtrustar.pacing import TokenBucket
 from gdtrustar.settings import Settings
@@ -49,16 +49,19 @@ class Run:
         if not options.dry_run:
             settings.require_credentials()
             settings.require_enclaves()
+        state = options.state or default_path()
+        path, note = choose_path(options.failures, state.parent)  # before anything is attempted
+        self.failures = FailuresFile(path, explicit=options.failures is not None, note=note)
+        if not options.dry_run:
             from gdtrustar.station import station_factory  # deferred: the SDK is slow to import
 
-            self.ledger = Ledger(options.state or default_path(), settings.api_endpoint)
+            self.ledger = open_ledger(state, settings.api_endpoint)
             self.bucket = TokenBucket(settings.max_rate)
             now = time.time()
             self.bucket.seed([now - t for t in self.ledger.recent_calls(now - self.bucket.window)])
             factory = station_factory(settings, self.bucket)
             factory().check_enclaves(settings.enclave_ids)
         self.reporter = Reporter(json_mode=options.json, dry_run=options.dry_run, verbosity=options.verbosity)
-        self.failures = FailuresFile(options.failures, explicit=options.failures is not None)
         self.engine = Engine(
             enclave_ids=settings.enclave_ids,
             sink=self._sink,
@@ -114,7 +117,7 @@ class Run:
                 self.ledger.save_calls([now - age for age in self.bucket.ages()])
             self.ledger.close()
         path = self.failures.close()
-        self.reporter.finish(summary, path)
+        self.reporter.finish(summary, path, self.failures.note)
 
     def exit_status(self) -> ExitStatus:
         summary = self.engine.summary

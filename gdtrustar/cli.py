@@ -84,6 +84,7 @@ def send(sources: tuple[str, ...], regions: tuple[str, ...], profile: Optional[s
     from gdtrustar.checkpoint import delivery_scope
     from gdtrustar.inputs import Inputs
     from gdtrustar.selection import Selection
+    from gdtrustar.sources import document_limit
 
     selection = Selection(criteria_from(kwargs), regions)
     options = run_options_from(kwargs)
@@ -91,6 +92,7 @@ def send(sources: tuple[str, ...], regions: tuple[str, ...], profile: Optional[s
     settings = settings_from(kwargs)
     inputs = Inputs(sources, selection, profile)
     inputs.check()
+    document_limit()  # a bad GDTRUSTAR_MAX_DOCUMENT_BYTES stops the run before anything is attempted
     run = Run(settings, options)
     inputs.bind(run.ledger, delivery_scope(settings.enclave_ids), options.force)
     run.engine.summary.notes.extend(inputs.notes())

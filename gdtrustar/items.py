@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable, Iterator, Optional, Protocol
 
 from gdtrustar.errors import InvalidFindingError, NotAFindingError
 from gdtrustar.findings import explode, normalize
-from gdtrustar.sources import Document
+from gdtrustar.sources import Document, Unparsed
 
 
 class Receipt(Protocol):
@@ -65,7 +65,7 @@ def items_from(documents: Iterable[Document], expand: Optional[Expand] = None) -
     """
     for doc in documents:
         if doc.error is not None:
-            yield Item(doc.origin, error=doc.error)
+            yield Item(doc.origin, error=doc.error, document=doc.raw)
             continue
         for where, candidate in explode(doc.value):
             origin = f"{doc.origin}{where and ' ' + where}"
@@ -80,7 +80,8 @@ def build_item(origin: str, candidate: Any) -> Item:
     """The one hostile-input-safe item builder (``send``, ``backfill``, the Lambda): it never raises."""
     replayed = _replayed_failure(candidate)
     if replayed:
-        return Item(origin, error=replayed)
+        raw = candidate.get("raw")
+        return Item(origin, error=replayed, document=Unparsed(raw) if isinstance(raw, str) else None)
     target = _reread_target(candidate)
     if target is not None:
         return Item(origin, error=f"not read: {target} (read it again with: gdtrustar send {target})",
@@ -98,8 +99,12 @@ def build_item(origin: str, candidate: Any) -> Item:
 
 
 def _replayed_failure(candidate: Any) -> Optional[str]:
-    """A failures-file line for input that never was a finding keeps its original reason on replay."""
-    if isinstance(candidate, dict) and isinstance(candidate.get("failure"), dict) and len(candidate) == 1:
+    """A failures-file line for input that never was a finding keeps its original reason on replay.
+
+    Such a line holds the failure alone, or with the ``raw`` text that could not be parsed.
+    """
+    if isinstance(candidate, dict) and isinstance(candidate.get("failure"), dict) and set(candidate) <= {
+            "failure", "raw"}:
         failure = candidate["failure"]
         return str(failure.get("error") or "listed as undeliverable in a failures file")
     return None

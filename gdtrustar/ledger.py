@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 from typing import NamedTuple, Optional
 
+from gdtrustar.errors import ConfigError
 from gdtrustar.findings import canonical_time
 
 SCHEMA = """
@@ -156,6 +157,15 @@ def _connect_private(path: Path) -> sqlite3.Connection:
         if name.exists():
             os.chmod(name, 0o600)
     return conn
+
+
+def open_ledger(path: Path, station: str) -> Ledger:
+    """The ledger, or one configuration error line saying why it cannot be opened."""
+    try:
+        return Ledger(path, station)
+    except (OSError, sqlite3.Error) as exc:
+        raise ConfigError(f"cannot open the ledger {path}: {getattr(exc, 'strerror', None) or exc} "
+                          "(set XDG_STATE_HOME or pass --state FILE)") from exc
 
 
 class Ledger:

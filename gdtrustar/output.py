@@ -115,13 +115,13 @@ class Reporter:
             self.rows.append((label, title, str(finding.get("type")), str(finding.get("accountId")),
                               str(finding.get("region"))))
 
-    def finish(self, summary: Summary, failures_path: Optional[Path]) -> None:
+    def finish(self, summary: Summary, failures_path: Optional[Path], note: Optional[str] = None) -> None:
         """Stop the progress bar, print the dry-run table (stdout) and the summary (stderr)."""
         if self.progress is not None:
             self.progress.stop()
         if self.dry_run and not self.json_mode and self.rows:
             self._print_table()
-        self._print_summary(summary, failures_path)
+        self._print_summary(summary, failures_path, note)
 
     def _print_table(self) -> None:
         table = Table(title="Reports that would be sent (dry run)", show_lines=False)
@@ -149,7 +149,7 @@ class Reporter:
             counts.add_row(f"... {len(self.by_type) - 25} more types", "")
         self.out.print(counts)
 
-    def _print_summary(self, summary: Summary, failures_path: Optional[Path]) -> None:
+    def _print_summary(self, summary: Summary, failures_path: Optional[Path], note: Optional[str]) -> None:
         if self.verbosity < -1:
             return
         counts = ", ".join(f"{count} {action}" for action, count in summary.counts.items() if count) or "nothing"
@@ -166,7 +166,8 @@ class Reporter:
                 self.err.print(f"gdtrustar: {note}", markup=False, highlight=False)
         if failures_path is not None and summary.problems:
             self.err.print(
-                f"gdtrustar: {summary.problems} not delivered, listed in {failures_path}; "
+                f"gdtrustar: {summary.problems} not delivered, listed in {failures_path}"
+                f"{f' ({note})' if note else ''}; "
                 f"replay with: gdtrustar send {failures_path}",
                 markup=False, highlight=False,
             )

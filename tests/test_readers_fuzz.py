@@ -232,12 +232,12 @@ _PEAK_RSS = (
 )
 
 
-def run_measured(tmp_path: Path, *args: str) -> tuple[int, str, str, int]:
+def run_measured(tmp_path: Path, *args: str, env: dict | None = None) -> tuple[int, str, str, int]:
     """(exit code, stdout, stderr, peak RSS in MB) of ``gdtrustar *args``."""
     rss_file = tmp_path / "rss"
     command = [GDTRUSTAR] if GDTRUSTAR else [sys.executable, "-m", "gdtrustar"]
     proc = subprocess.run([sys.executable, "-c", _PEAK_RSS, str(rss_file), *command, *args], capture_output=True,
-                          cwd=tmp_path, env=base_env(tmp_path), timeout=120)
+                          cwd=tmp_path, env={**base_env(tmp_path), **(env or {})}, timeout=120)
     return (proc.returncode, proc.stdout.decode("utf-8", "replace"), proc.stderr.decode("utf-8", "replace"),
             int(rss_file.read_text()) // 1024)
 
@@ -288,20 +288,23 @@ def test_cli_50_mb_line_is_one_invalid_line_with_bounded_memory(tmp_path):
     assert "Traceback" not in err
     assert _problem_origins(err) == [f"{path}:2"]
     assert [json.loads(line)["action"] for line in out.split("\n") if line] == ["dry-run", "invalid", "dry-run"]
-    # One line is held at a time: the 50 MB str, its UTF-8 buffer and json's error path copy; measured ~145 MB
-    # (an idle run is ~60 MB). 400 MB leaves margin for allocator noise but catches reading the file whole
-    # or keeping lines around (each copy costs another 50-100 MB).
+    # Over the 16 MiB document limit: at most that much of the line is held, the rest is skipped in 64 KiB
+    # chunks (an idle run is ~45-60 MB). 400 MB leaves margin for allocator noise but catches reading the
+    # file whole or keeping lines around (each copy costs another 50-100 MB).
+    assert "larger than the 16 MiB limit" in err
     assert peak_mb < 400, f"peak RSS {peak_mb} MB"
 
 
 def test_cli_50_mb_finding_keeps_memory_bounded(tmp_path):
+    """Over the default 16 MiB document limit, so the limit is raised: a legitimately huge finding."""
     event = _valid_event(1)
     event["detail"]["description"] = None
     path = tmp_path / "big.jsonl"
     with open(path, "w") as fh:
         head, tail = json.dumps(event).split('"description": null')
         fh.write(head + '"description": "' + "B" * (50 * 1024 * 1024) + '"' + tail + "\n")
-    code, _, err, peak_mb = run_measured(tmp_path, "send", "--dry-run", "--json", str(path))
+    code, _, err, peak_mb = run_measured(tmp_path, "send", "--dry-run", "--json", str(path),
+                                         env={"GDTRUSTAR_MAX_DOCUMENT_BYTES": str(64 << 20)})
     assert code == 0, err
     assert peak_mb < 400, f"peak RSS {peak_mb} MB"
 
