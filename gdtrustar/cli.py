@@ -14,6 +14,7 @@ from gdtrustar.errors import GdTrustarError
 from gdtrustar.logs import redact, setup_logging
 from gdtrustar.options import criteria_from, filter_options, settings_from, station_options, verbosity_options
 from gdtrustar.status import ExitStatus
+from gdtrustar.text import printable
 
 
 def run_options(func: Callable) -> Callable:
@@ -155,12 +156,12 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     except GdTrustarError as exc:
         if debug:
             raise
-        click.echo(f"gdtrustar: error: {redact(str(exc))}", err=True)
+        click.echo(f"gdtrustar: error: {printable(redact(str(exc)))}", err=True)
         sys.exit(ExitStatus.ERROR)
     except Exception as exc:  # the boundary: one line, never a traceback, unless --debug
         if debug:
             raise
-        click.echo(f"gdtrustar: error: unexpected {type(exc).__name__}: {redact(str(exc))} (rerun with --debug)",
-                   err=True)
+        click.echo(f"gdtrustar: error: unexpected {type(exc).__name__}: {printable(redact(str(exc)))} "
+                   "(rerun with --debug)", err=True)
         sys.exit(ExitStatus.UNDELIVERED)
     sys.exit(status if isinstance(status, int) else 0)

@@ -31,6 +31,7 @@ from typing import Any, Iterator
 
 from gdtrustar.errors import InvalidFindingError, NotAFindingError
 from gdtrustar.freeform import additional_info, lower_first, plain, plain_number
+from gdtrustar.text import unicode_problem
 from gdtrustar.timestamps import CANONICAL_TIME, canonical_time
 
 __all__ = ["canonical_time", "explode", "is_sample", "normalize"]
@@ -280,6 +281,9 @@ def normalize(candidate: Any) -> dict:
     first_seen = service.get("eventFirstSeen") if isinstance(service, dict) else None
     if isinstance(first_seen, str) and not CANONICAL_TIME.match(first_seen):  # the report's timeBegan
         raise InvalidFindingError(f"service.eventFirstSeen is not a recognisable time: {first_seen!r}"[:300])
+    problem = unicode_problem(finding)  # a lone surrogate cannot be stored, printed or sent
+    if problem:
+        raise InvalidFindingError(problem)
     return finding
 
 

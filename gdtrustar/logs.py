@@ -14,6 +14,8 @@ import sys
 import threading
 from typing import Optional
 
+from gdtrustar.text import printable_lines
+
 _SECRETS: set[str] = set()
 _LOCK = threading.Lock()
 REDACTED = "***"
@@ -35,17 +37,18 @@ def redact(text: str) -> str:
 
 
 class RedactingFilter(logging.Filter):
-    """Formats the record's message early and strips registered secrets from it."""
+    """Formats the record's message early, strips registered secrets and escapes control characters."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if _SECRETS:
-            try:
-                message = record.getMessage()
-            except Exception:  # a broken format string must not hide the record
-                message = str(record.msg)
-            record.msg, record.args = redact(message), None
-            if record.exc_text:
-                record.exc_text = redact(record.exc_text)
+        try:
+            message = record.getMessage()
+        except Exception:  # a broken format string must not hide the record
+            message = str(record.msg)
+        record.msg, record.args = printable_lines(redact(message)), None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = printable_lines(redact(record.exc_text))
         return True
 
 

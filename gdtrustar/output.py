@@ -7,13 +7,13 @@ Each invalid or failed finding is one ``gdtrustar: <action>: <origin>: <reason>`
 
 from __future__ import annotations
 
-import json
 import sys
 from collections import Counter
 from pathlib import Path
 from typing import IO, Optional
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -31,8 +31,14 @@ from rich.text import Text
 from gdtrustar.delivery import Outcome, Summary
 from gdtrustar.logs import redact
 from gdtrustar.mapper import severity_label
+from gdtrustar.text import json_text, printable
 
 TABLE_ROWS = 50
+
+
+def _markup_safe(text: str) -> str:
+    """A progress description (rendered as rich markup) from text that may come from AWS."""
+    return escape(printable(text))
 
 
 class RateColumn(ProgressColumn):
@@ -81,7 +87,7 @@ class Reporter:
 
     def __call__(self, outcome: Outcome) -> None:
         if self.json_mode:
-            self.stdout.write(json.dumps(outcome.record(), ensure_ascii=False, sort_keys=False) + "\n")
+            self.stdout.write(json_text(outcome.record()) + "\n")
         noted = outcome.action in ("invalid", "failed") or (outcome.action == "skipped" and outcome.finding is None)
         if noted and self.verbosity > -2:  # a skipped non-finding document gets its one line too
             self.line(f"{outcome.action}: {outcome.origin}: {outcome.error}")
@@ -95,15 +101,19 @@ class Reporter:
     def set_total(self, total: Optional[int], description: Optional[str] = None) -> None:
         """Backfill knows its total up front (GetFindingsStatistics) and names the detector it reads."""
         if self.progress is not None:
-            self.progress.update(self._task, total=total, description=description or "delivering")
+            self.progress.update(self._task, total=total, description=_markup_safe(description or "delivering"))
 
     def describe(self, description: str) -> None:
         if self.progress is not None:
-            self.progress.update(self._task, description=description)
+            self.progress.update(self._task, description=_markup_safe(description))
 
     def line(self, text: str) -> None:
         """One problem line on stderr, above the progress bar."""
-        self.err.print(f"gdtrustar: {redact(text)}", markup=False, highlight=False)
+        self.say(f"gdtrustar: {text}")
+
+    def say(self, text: str) -> None:
+        """Every line for humans on stderr goes through here: secrets redacted, controls escaped."""
+        self.err.print(Text(printable(redact(text))), markup=False, highlight=False)
 
     def _tally(self, outcome: Outcome) -> None:
         finding = outcome.finding
@@ -112,8 +122,8 @@ class Reporter:
         self.by_type[str(finding.get("type"))] += 1
         if len(self.rows) < TABLE_ROWS:
             title = (outcome.report or {}).get("title", "")
-            self.rows.append((label, title, str(finding.get("type")), str(finding.get("accountId")),
-                              str(finding.get("region"))))
+            self.rows.append(tuple(Text(printable(str(cell))) for cell in (
+                label, title, finding.get("type"), finding.get("accountId"), finding.get("region"))))
 
     def finish(self, summary: Summary, failures_path: Optional[Path], note: Optional[str] = None) -> None:
         """Stop the progress bar, print the dry-run table (stdout) and the summary (stderr)."""
@@ -144,7 +154,7 @@ class Reporter:
                 counts.add_row(f"[bold]{label}[/bold]", str(self.by_severity[label]))
         counts.add_section()
         for name, count in self.by_type.most_common(25):
-            counts.add_row(name, str(count))
+            counts.add_row(Text(printable(name)), str(count))
         if len(self.by_type) > 25:
             counts.add_row(f"... {len(self.by_type) - 25} more types", "")
         self.out.print(counts)
@@ -156,18 +166,11 @@ class Reporter:
         rate = summary.findings / summary.elapsed if summary.elapsed > 0 else 0.0
         head = "interrupted" if summary.interrupted else "done"
         enclaves = f" x {summary.enclaves} enclaves" if summary.enclaves > 1 else ""
-        self.err.print(
-            f"gdtrustar: {head}: {summary.findings} findings{enclaves} in {summary.elapsed:.1f}s "
-            f"({rate:.0f}/s): {counts}" + ("" if self.dry_run else f"; {summary.station_calls} Station calls"),
-            markup=False, highlight=False,
-        )
-        for note in summary.notes:  # a source's own figures (objects read, findings left out by filters)
-            if str(note):
-                self.err.print(f"gdtrustar: {note}", markup=False, highlight=False)
+        self.say(f"gdtrustar: {head}: {summary.findings} findings{enclaves} in {summary.elapsed:.1f}s "
+                 f"({rate:.0f}/s): {counts}" + ("" if self.dry_run else f"; {summary.station_calls} Station calls"))
+        for figure in summary.notes:  # a source's own figures (objects read, findings left out by filters)
+            if str(figure):
+                self.say(f"gdtrustar: {figure}")
         if failures_path is not None and summary.problems:
-            self.err.print(
-                f"gdtrustar: {summary.problems} not delivered, listed in {failures_path}"
-                f"{f' ({note})' if note else ''}; "
-                f"replay with: gdtrustar send {failures_path}",
-                markup=False, highlight=False,
-            )
+            self.say(f"gdtrustar: {summary.problems} not delivered, listed in {failures_path}"
+                     f"{f' ({note})' if note else ''}; replay with: gdtrustar send {failures_path}")

@@ -44,6 +44,11 @@ def printable(text: str) -> str:
     return _UNSAFE.sub(_escape, text)
 
 
+def printable_lines(text: str) -> str:
+    """``printable`` line by line, for multi-line output (plans, log records, tracebacks)."""
+    return "\n".join(printable(line) for line in text.split("\n"))
+
+
 def printable_path(name: str) -> str:
     r"""A file name for origins: bytes that are not UTF-8 (``surrogateescape``) shown as ``\xNN``."""
     if not _SURROGATE.search(name):
@@ -58,12 +63,14 @@ def json_text(value: Any, **dumps: Any) -> str:
 
 def unicode_problem(value: Any) -> Optional[str]:
     """Why ``value`` (a JSON-like tree) cannot be written as UTF-8, naming where; None if it can."""
-    try:
-        if not _SURROGATE.search(json.dumps(value, ensure_ascii=False, default=str)):
+    try:  # one C-speed pass for the common case: pure ASCII, or valid non-ASCII text
+        text = json.dumps(value, ensure_ascii=False, default=str)
+        if text.isascii():
             return None
-    except (TypeError, ValueError, RecursionError):
-        pass  # not JSON-shaped: look at it piece by piece
-    return _find_surrogate(value, "")
+        text.encode("utf-8")
+        return None
+    except (TypeError, ValueError, RecursionError):  # UnicodeEncodeError, or not JSON-shaped
+        return _find_surrogate(value, "")
 
 
 def _find_surrogate(value: Any, path: str) -> Optional[str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import re
 from pathlib import Path
 
@@ -147,3 +148,139 @@ def test_a_bad_document_cap_is_one_line_exit_2(cli, tmp_path, value):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "GDTRUSTAR_MAX_DOCUMENT_BYTES" in lines[0], result.stderr
     assert result.stdout == ""
+
+
+# --- 4. lone surrogates and non-UTF-8 file names -----------------------------------------------------------
+
+
+def _with_surrogate(event: dict, where: str) -> str:
+    """The event as a JSON line whose ``where`` (id, title, a key) holds the lone surrogate \\ud800."""
+    if where == "id":
+        event["detail"]["id"] = "PLACEHOLDER"
+    elif where == "title":
+        event["detail"]["title"] = "PLACEHOLDER"
+    else:
+        event["detail"]["service"]["additionalInfo"]["PLACEHOLDER"] = 1
+    return json.dumps(event).replace("PLACEHOLDER", "bad\\ud800")
+
+
+@pytest.mark.parametrize("where", ["id", "title", "key"])
+def test_a_lone_surrogate_makes_that_finding_invalid_and_the_rest_go_on(cli, sim, tmp_path, where):
+    docs = events(5)
+    lines = [json.dumps(d) for d in docs]
+    lines[2] = _with_surrogate(docs[2], where)
+    path = tmp_path / "s.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    failures = tmp_path / "failures.jsonl"
+    result = cli.station(sim)("send", "--json", "--failures", str(failures), str(path))
+    assert result.code == 1, result.stderr
+    assert "unexpected" not in result.stderr
+    assert result.actions() == {"created": 4, "invalid": 1}
+    assert [r["origin"] for r in result.records if r["action"] == "invalid"] == [f"{path}:3"]
+    (line,) = problems(result.stderr)
+    assert f"{path}:3" in line and "not valid Unicode" in line and "\\ud800" in line
+    assert len(sim.reports) == 4
+    # listed, exactly as it was (JSON escapes), and invalid again on replay for the same reason
+    (record,) = failures_of(failures)
+    assert "\\ud800" in failures.read_text(encoding="utf-8")
+    replay = cli("send", "--json", str(failures))
+    assert [(r["action"], r["error"]) for r in replay.records] == [("invalid", record["failure"]["error"])]
+
+
+def test_surrogates_in_a_non_finding_reach_every_output_safely(cli, tmp_path):
+    path = tmp_path / "junk.jsonl"
+    path.write_text('{"k\\udc80ey": "v\\ud800"}\n' + json.dumps(events(1)[0]) + "\n")
+    failures = tmp_path / "failures.jsonl"
+    for json_flag in (["--json"], []):
+        result = cli("send", "--dry-run", *json_flag, "--failures", str(failures), str(path))
+        assert result.code == 1, result.stderr
+        assert "unexpected" not in result.stderr
+        (line,) = problems(result.stderr)
+        assert "k\\udc80ey" in line
+    assert failures_of(failures)[0]["document"] == {"k\udc80ey": "v\ud800"}
+
+
+def test_file_names_that_are_not_utf8_are_shown_escaped(cli, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    raw_dir = bytes(folder)
+    with open(raw_dir + b"/caf\xe9.jsonl", "wb") as fh:
+        fh.write(b"not json\n" + json.dumps(events(1)[0]).encode() + b"\n")
+    with open(raw_dir + b"/good.json", "wb") as fh:
+        fh.write(json.dumps(events(1, 1)[0]).encode())
+    failures = tmp_path / "failures.jsonl"
+    for source in (str(folder), os.fsdecode(raw_dir + b"/caf\xe9.jsonl"), os.fsdecode(raw_dir + b"/gone\xff.json")):
+        result = cli("send", "--dry-run", "--json", "--failures", str(failures), source)
+        assert result.code == 1, result.stderr
+        assert "unexpected" not in result.stderr
+        (line,) = problems(result.stderr)
+        assert "caf\\xe9.jsonl:1: invalid JSON" in line or "gone\\xff.json: no such file" in line, line
+        origins = [r["origin"] for r in result.records if r["action"] == "invalid"]
+        assert origins and all("\\x" in origin for origin in origins)
+    assert len(failures_of(failures)) == 1
+
+
+# --- 12. terminal escape injection -------------------------------------------------------------------------
+
+ESCAPES = ["\x1b[2K\x1b[1A", "\r", "\x1b]52;c;ZXZpbA==\x07", "\x9b31m", "\u202egnp.exe", "\x7f"]
+RAW_BYTES = [b"\x1b", b"\x07", b"\xc2\x9b", "\u202e".encode(), b"\x7f", b"\r"]
+
+
+def _hostile_event(i: int) -> dict:
+    event = events(1, i)[0]
+    event["detail"]["title"] = "title " + "".join(ESCAPES)
+    event["detail"]["type"] = "Recon:EC2/[link=https://evil.example]x[/link]\x1b[8m"
+    event["detail"]["accountId"] = "1234\x1b[1A"
+    event["detail"]["region"] = "us-east-1\x9b2J"
+    return event
+
+
+def _assert_no_raw_controls(data: bytes, where: str) -> None:
+    for raw in RAW_BYTES:
+        assert raw not in data.replace(b"\r\n", b"\n"), f"{raw!r} reached {where}"
+
+
+def _cells(table: str) -> list[str]:
+    """The cells of the dry-run table's one row, each joined from the lines it was folded over."""
+    rows = [line.split("│")[1:-1] for line in table.split("By severity")[0].splitlines() if line.startswith("│")]
+    return ["".join(piece.strip() for piece in column) for column in zip(*rows)]
+
+
+def test_escape_sequences_from_input_never_reach_the_terminal(cli, tmp_path):
+    path = tmp_path / "hostile.jsonl"
+    hostile = {"\x1b[2K\x1b[1Aok": 1, "\x1b]52;c;ZXZpbA==\x07": 2, "\u202e\x9b": 3}
+    path.write_text("\n".join([json.dumps(hostile), json.dumps(_hostile_event(1))]) + "\n")
+    failures = f"fail\x1b[2J{chr(0x9b)}.jsonl"
+    result = cli("send", "--dry-run", "--failures", failures, str(path))
+    assert result.code == 1, result.stderr
+    out, err = result.stdout.encode(), result.stderr.encode()
+    _assert_no_raw_controls(out, "stdout (dry-run table)")
+    _assert_no_raw_controls(err, "stderr (problem and summary lines)")
+    (line,) = problems(result.stderr)
+    assert "\\x1b[2K\\x1b[1Aok" in line and "\\x1b]52;c;ZXZpbA==\\x07" in line and "\\u202e\\x9b" in line
+    severity, title, kind, account, region = _cells(result.stdout)
+    assert title.replace(" ", "") == "[Medium]title\\x1b[2K\\x1b[1A\\x1b]52;c;ZXZpbA==\\x07\\x9b31m\\u202egnp.exe\\x7f"
+    assert kind == "Recon:EC2/[link=https://evil.example]x[/link]\\x1b[8m", "table cells are text, not rich markup"
+    assert (account, region) == ("1234\\x1b[1A", "us-east-1\\x9b2J")
+    assert "fail\\x1b[2J\\x9b.jsonl" in result.stderr
+
+
+def test_json_output_stays_exact_and_carries_no_raw_controls(cli, tmp_path):
+    path = tmp_path / "hostile.jsonl"
+    event = _hostile_event(2)
+    path.write_text(json.dumps({"\x1b]52;c;ZXZpbA==\x07\u2028": 1}) + "\n" + json.dumps(event) + "\n")
+    result = cli("send", "--dry-run", "--json", str(path))
+    assert result.code == 1, result.stderr
+    _assert_no_raw_controls(result.stdout.encode(), "--json stdout")
+    assert "\u2028" not in result.stdout
+    invalid, dry = result.records
+    assert "\x1b]52;c;ZXZpbA==\x07\u2028" in invalid["error"], "the exact text, as JSON escapes"
+    assert dry["report"]["title"].endswith("".join(ESCAPES[2:]))  # the mapper turns "\r" into a space
+
+
+def test_error_lines_are_escaped_too(cli, tmp_path):
+    path = write_jsonl(tmp_path / "e.jsonl", events(1))
+    result = cli("send", "--json", str(path), env={"TRUSTAR_PYTHON_CONFIG_PATH": "/nope/\x1b]52;c;ZXZpbA==\x07.conf"})
+    assert result.code == 2, result.stderr
+    _assert_no_raw_controls(result.stderr.encode(), "the error line")
+    assert "\\x1b]52;c;ZXZpbA==\\x07.conf" in result.stderr

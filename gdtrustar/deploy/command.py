@@ -20,10 +20,11 @@ from gdtrustar.deploy.template import StackSpec, build_template, template_body
 from gdtrustar.errors import ConfigError, DeployError
 from gdtrustar.options import SEVERITY, settings_from, station_options, verbosity_options
 from gdtrustar.settings import Settings
+from gdtrustar.text import printable_lines
 
 
 def _echo(message: str) -> None:
-    click.echo(message, err=True)
+    click.echo(printable_lines(message), err=True)  # stack events and names come from AWS
 
 
 def _session(profile: Optional[str], region: Optional[str]) -> Any:
