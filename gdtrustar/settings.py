@@ -4,14 +4,23 @@ Precedence is flag > environment (new names, then both generations of the old La
 trustar.conf (the SDK's own format, read with the SDK's own parser). The API secret is never
 shown: ``Settings.__repr__`` redacts it and every resolved secret is registered with the log
 redaction filter in :mod:`gdtrustar.logs`.
+
+Where the credentials go is guarded, because the OAuth call carries the key and secret in HTTP
+Basic: a ``trustar.conf`` is read only when the user names it (``--trustar-config`` or
+``TRUSTAR_PYTHON_CONFIG_PATH``), never because one lies in the working directory; the two
+endpoints come as a pair from flags/environment or from the file, so a file can never redirect
+one of them while the other came from the environment; and credentials are only ever sent over
+HTTPS, or to a loopback address (a local simulator or tunnel).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
+from urllib.parse import urlsplit
 
 from gdtrustar.errors import ConfigError
 from gdtrustar.logs import register_secret
@@ -32,6 +41,7 @@ ENV_NAMES: dict[str, tuple[str, ...]] = {
     "max_rate": ("TRUSTAR_MAX_RATE",),
     "secret_arn": ("TRUSTAR_SECRET_ARN",),
 }
+ENDPOINTS = frozenset(("api_endpoint", "auth_endpoint"))  # where the credentials are sent
 # setting -> key in trustar.conf (the SDK's names)
 CONF_NAMES = {
     "api_key": "user_api_key",
@@ -57,12 +67,16 @@ class Settings:
     secret_arn: Optional[str] = None
 
     def require_credentials(self) -> None:
-        """Fail with the names a user must set, before any network call."""
+        """Fail with the names a user must set, or an endpoint the secret must not go to, before any call."""
         if not self.api_key or not self.api_secret:
             raise ConfigError(
                 "TruSTAR credentials missing: set TRUSTAR_API_KEY and TRUSTAR_API_SECRET "
                 "(or pass --trustar-config FILE)"
             )
+        for name, url in (("auth endpoint", self.auth_endpoint), ("API endpoint", self.api_endpoint)):
+            if not secure_endpoint(url):
+                raise ConfigError(f"refusing to send TruSTAR credentials to {url} ({name}): "
+                                  "use https:// (plain http:// only to a loopback address)")
 
     def require_enclaves(self) -> None:
         """Fail when no enclave is configured: a report must go somewhere."""
@@ -87,6 +101,25 @@ def split_ids(value: Any) -> tuple[str, ...]:
     return tuple(out)
 
 
+def secure_endpoint(url: str) -> bool:
+    """True for an https URL, or an http URL whose host is loopback (127.0.0.0/8, ::1, localhost)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+    except ValueError:  # e.g. an unbalanced "[" in the host
+        return False
+    if parts.scheme == "https" and host:
+        return True
+    if parts.scheme != "http":
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name other than localhost: its address is not ours to vouch for
+        return False
+
+
 def _from_env(env: Mapping[str, str], key: str) -> Optional[str]:
     for name in ENV_NAMES[key]:
         value = env.get(name)
@@ -96,13 +129,13 @@ def _from_env(env: Mapping[str, str], key: str) -> Optional[str]:
 
 
 def _from_conf(config_file: Optional[str], config_role: Optional[str], env: Mapping[str, str]) -> dict:
-    """Read trustar.conf with the SDK's parser; an explicit file must exist, the default may not."""
-    explicit = config_file or env.get("TRUSTAR_PYTHON_CONFIG_PATH")
-    path = Path(explicit or "trustar.conf")
-    if not path.is_file():
-        if explicit:
-            raise ConfigError(f"{path}: TruSTAR config file not found")
+    """Read the trustar.conf the user named, with the SDK's parser; none named, none read."""
+    named = config_file or env.get("TRUSTAR_PYTHON_CONFIG_PATH")
+    if not named:
         return {}
+    path = Path(named)
+    if not path.is_file():
+        raise ConfigError(f"{path}: TruSTAR config file not found")
     from gdtrustar.sdk import TruStar  # deferred: the SDK is slow to import and the Lambda may not need it here
 
     role = config_role or env.get("TRUSTAR_PYTHON_CONFIG_ROLE") or "trustar"
@@ -136,10 +169,13 @@ def load_settings(
         value = flags.get(key)
         if value is None:
             value = _from_env(env, key)
-        if value is None and key in CONF_NAMES:
-            value = conf.get(CONF_NAMES[key])
         if value is not None:
             values[key] = value
+    if values.keys() & ENDPOINTS:  # the pair comes from one place: a file never redirects half of it
+        conf = {name: value for name, value in conf.items() if name not in {CONF_NAMES[k] for k in ENDPOINTS}}
+    for key, name in CONF_NAMES.items():
+        if key not in values and conf.get(name) is not None:
+            values[key] = conf[name]
     if "enclave_ids" in values:
         values["enclave_ids"] = split_ids(values["enclave_ids"])
     if "max_rate" in values:

@@ -263,3 +263,90 @@ def test_there_is_no_flag_to_disable_tls_verification(cli):
         text = result.stdout.lower()
         for word in ("insecure", "no-verify", "verify-ssl", "skip-tls", "--verify"):
             assert word not in text, (command, word)
+
+
+# --- endpoints: where the credentials go -------------------------------------------------------------------
+
+_NO_INTERNET = {"HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9", "NO_PROXY": "127.0.0.1",
+                "GDTRUSTAR_RETRY_ATTEMPTS": "1"}
+
+
+def _conf(path: Path, sim, role: str = "trustar", **extra: str) -> Path:
+    lines = [f"[{role}]", f"auth_endpoint = {sim.auth_endpoint}", f"api_endpoint = {sim.api_endpoint}",
+             "user_api_key = planted-key", "user_api_secret = planted-secret", "enclave_ids = enc-a"]
+    lines += [f"{key} = {value}" for key, value in extra.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_a_planted_trustar_conf_in_the_working_directory_is_never_read(cli, tmp_path):
+    """README's setup: three environment variables, then `gdtrustar send .` in a folder someone else supplied."""
+    write_jsonl(tmp_path / "events.jsonl", [to_eventbridge(make_finding(i)) for i in range(2)])
+    with StationSim() as planter:
+        _conf(tmp_path / "trustar.conf", planter)
+        env = {"TRUSTAR_API_KEY": API_KEY, "TRUSTAR_API_SECRET": API_SECRET, "TRUSTAR_ENCLAVE_IDS": "enc-a",
+               **_NO_INTERNET}
+        result = cli("send", ".", env=env)
+        assert planter.calls == [], "the planted file sent the credentials to its own host"
+    assert result.code == 2, result.stderr  # the real Station is out of reach here (a dead proxy)
+    assert API_SECRET not in result.stderr
+
+
+def test_a_named_config_file_never_overrides_endpoints_from_the_environment(cli, ssim, tmp_path):
+    events = write_jsonl(tmp_path / "e.jsonl", [to_eventbridge(make_finding(i)) for i in range(2)])
+    with StationSim() as other:
+        conf = _conf(tmp_path / "team.conf", other)
+        conf.write_text(conf.read_text().replace(f"api_endpoint = {other.api_endpoint}\n", ""))  # auth only
+        env = {"TRUSTAR_API_KEY": API_KEY, "TRUSTAR_API_SECRET": API_SECRET, "TRUSTAR_ENCLAVE_IDS": "enc-a",
+               "TRUSTAR_API_ENDPOINT": ssim.api_endpoint, "TRUSTAR_PYTHON_CONFIG_PATH": str(conf), **_NO_INTERNET}
+        result = cli("send", "--json", str(events), env=env)
+        assert other.calls == [], "the config file's auth endpoint received the credentials"
+    # the endpoints came from the environment as a set: the token is asked at the default (https) host
+    assert result.code == 2 and ssim.count("upsert") == 0, result.stderr
+    # ... and a config file that names both endpoints works when the environment names none
+    env = {"TRUSTAR_PYTHON_CONFIG_PATH": str(_conf(tmp_path / "ok.conf", ssim)), "TRUSTAR_MAX_RATE": "6000"}
+    conf_text = (tmp_path / "ok.conf").read_text().replace("planted-key", API_KEY).replace("planted-secret", API_SECRET)
+    (tmp_path / "ok.conf").write_text(conf_text)
+    ok = cli("send", "--json", str(events), env=env)
+    assert ok.code == 0 and [r["action"] for r in records_of(ok.stdout)] == ["created"] * 2, ok.stderr
+
+
+@pytest.mark.parametrize("where, url", [
+    ("TRUSTAR_API_ENDPOINT", "http://station.example.com/api/1.3"),
+    ("TRUSTAR_AUTH_ENDPOINT", "http://10.1.2.3/oauth/token"),
+    ("TRUSTAR_AUTH_ENDPOINT", "http://127.0.0.1.evil.example/oauth/token"),
+    ("TRUSTAR_API_ENDPOINT", "ftp://127.0.0.1/api/1.3"),
+    ("--auth-endpoint", "http://localhost.evil.example/oauth/token"),
+    ("conf", "http://192.168.0.10/oauth/token"),
+])
+def test_plain_http_to_anything_but_loopback_is_refused_with_one_line(cli, ssim, tmp_path, where, url):
+    events = write_jsonl(tmp_path / "e.jsonl", [to_eventbridge(make_finding(1))])
+    cli.station(ssim).env.update({"TRUSTAR_API_KEY": API_KEY, "TRUSTAR_API_SECRET": API_SECRET})
+    args, env = [], {}
+    if where.startswith("--"):
+        args = [where, url]
+    elif where == "conf":
+        for name in ("TRUSTAR_API_ENDPOINT", "TRUSTAR_AUTH_ENDPOINT"):
+            del cli.env[name]
+        conf = _conf(tmp_path / "t.conf", ssim)
+        conf.write_text(conf.read_text().replace(ssim.auth_endpoint, url))
+        args = ["--trustar-config", str(conf)]
+    else:
+        env = {where: url}
+    result = cli("send", "--json", *args, str(events), env={**env, **_NO_INTERNET})
+    assert result.code == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("gdtrustar: error:") and "https" in lines[0], lines
+    assert url in lines[0]
+    assert ssim.calls == [] and result.stdout == ""
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "127.5.6.7"])
+def test_plain_http_to_loopback_is_allowed(cli, tmp_path, host):
+    events = write_jsonl(tmp_path / "e.jsonl", [to_eventbridge(make_finding(1))])
+    with StationSim(host="127.0.0.1" if host == "localhost" else host) as station:
+        api = station.api_endpoint.replace("127.0.0.1", "localhost") if host == "localhost" else station.api_endpoint
+        cli.station(station).env["TRUSTAR_API_ENDPOINT"] = api
+        result = cli("send", "--json", str(events))
+    assert result.code == 0, result.stderr
+    assert [r["action"] for r in records_of(result.stdout)] == ["created"]
