@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 
 from gdtrustar.errors import ConfigError
 from gdtrustar.logs import register_secret
+from gdtrustar.text import unicode_problem
 
 DEFAULT_API_ENDPOINT = "https://api.trustar.co/api/1.3"
 DEFAULT_AUTH_ENDPOINT = "https://api.trustar.co/oauth/token"
@@ -176,6 +177,9 @@ def load_settings(
     for key, name in CONF_NAMES.items():
         if key not in values and conf.get(name) is not None:
             values[key] = conf[name]
+    for key, value in values.items():  # e.g. an environment variable holding bytes that are not UTF-8
+        if unicode_problem(value):
+            raise ConfigError(f"the {key.replace('_', ' ')} setting is not valid UTF-8 text")
     if "enclave_ids" in values:
         values["enclave_ids"] = split_ids(values["enclave_ids"])
     if "max_rate" in values:

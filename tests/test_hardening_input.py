@@ -11,11 +11,13 @@ import gzip
 import json
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import write_jsonl
+from tests.conftest import GDTRUSTAR, write_jsonl
 from tests.sims.guardduty import make_finding, to_eventbridge
 from tests.test_readers_fuzz import run_measured
 
@@ -284,3 +286,17 @@ def test_error_lines_are_escaped_too(cli, tmp_path):
     assert result.code == 2, result.stderr
     _assert_no_raw_controls(result.stderr.encode(), "the error line")
     assert "\\x1b]52;c;ZXZpbA==\\x07.conf" in result.stderr
+
+
+def test_a_setting_that_is_not_utf8_is_one_config_error(cli, sim, tmp_path):
+    path = write_jsonl(tmp_path / "e.jsonl", events(1))
+    cli.station(sim)
+    command = [GDTRUSTAR] if GDTRUSTAR else [sys.executable, "-m", "gdtrustar"]
+    env = {k.encode(): v.encode() for k, v in cli.env.items()}
+    env[b"TRUSTAR_ENCLAVE_IDS"] = b"enc-a,enc-\xff"
+    proc = subprocess.run([*command, "send", "--json", str(path)], env=env, cwd=tmp_path, capture_output=True,
+                          timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.decode().strip().splitlines()
+    assert len(lines) == 1 and "enclave ids" in lines[0] and "UTF-8" in lines[0], lines
+    assert sim.count("upsert") == 0
