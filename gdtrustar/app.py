@@ -12,13 +12,14 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Optional
+from typing import Callable, Iterable, Iterator, Optional
 
-from gdtrustar.delivery import Engine, Summary
+from gdtrustar.delivery import INTERRUPTED, Engine, Summary
+from gdtrustar.errors import GdTrustarError
 from gdtrustar.failures import FailuresFile, choose_path
 from gdtrustar.items import Item
 from gdtrustar.ledger import Ledger, default_path, open_ledger
-from gdtrustar.output import Reporter
+from gdtrustar.output import OUTPUT_CLOSED, Reporter
 from gdtrustar.pacing import TokenBucket
 from gdtrustar.settings import Settings
 from gdtrustar.status import ExitStatus
@@ -61,7 +62,9 @@ class Run:
             self.bucket.seed([now - t for t in self.ledger.recent_calls(now - self.bucket.window)])
             factory = station_factory(settings, self.bucket)
             factory().check_enclaves(settings.enclave_ids)
-        self.reporter = Reporter(json_mode=options.json, dry_run=options.dry_run, verbosity=options.verbosity)
+        self.reporter = Reporter(json_mode=options.json, dry_run=options.dry_run, verbosity=options.verbosity,
+                                 on_closed=lambda: self.engine.request_stop(OUTPUT_CLOSED))
+        self._finished = False
         self.engine = Engine(
             enclave_ids=settings.enclave_ids,
             sink=self._sink,
@@ -73,15 +76,24 @@ class Run:
         )
 
     def _sink(self, outcome) -> None:
+        self.failures.add(outcome)  # first: whatever happens to the output, the finding is listed
         self.reporter(outcome)
-        self.failures.add(outcome)
 
     def deliver(self, items: Iterable[Item]) -> Summary:
-        """Deliver a stream of items and finish the run."""
-        with self.graceful_interrupt():
-            summary = self.engine.run(items)
+        """Deliver a stream of items and finish the run, however it ends."""
+        with self.finishing(), self.graceful_interrupt():
+            self.engine.run(items)
+        return self.engine.summary
+
+    @contextlib.contextmanager
+    def finishing(self) -> Iterator[Run]:
+        """The run's boundary: however the block ends, the run is finished (see ``finish``)."""
+        try:
+            yield self
+        except BaseException as exc:
+            self.finish(exc)
+            raise
         self.finish()
-        return summary
 
     @contextlib.contextmanager
     def graceful_interrupt(self) -> Iterator[None]:
@@ -96,7 +108,7 @@ class Run:
             return
 
         def on_sigint(signum: int, frame: object) -> None:
-            if self.engine.stopping:
+            if self.engine.summary.interrupted:
                 raise KeyboardInterrupt
             self.engine.request_stop()
 
@@ -106,21 +118,69 @@ class Run:
         finally:
             signal.signal(signal.SIGINT, previous)
 
-    def finish(self) -> None:
-        """Close the ledger and failures file and print the summary."""
-        summary = self.engine.summary
-        if summary.finished is None:
-            self.engine.close()
+    def finish(self, error: Optional[BaseException] = None) -> None:
+        """Finish exactly once, on every exit path; ``error`` is what is ending the run, if anything.
+
+        In-flight writes complete and queued ones are listed as not attempted; after an error the
+        finding in hand (and whatever could not be completed) is listed too; then the ledger is
+        committed, the failures file published (renamed from its temporary name) and the summary
+        printed. Each step runs even if an earlier one failed; a failure of a step is raised at the
+        end unless ``error`` is already on its way.
+        """
+        if self._finished:
+            return
+        self._finished = True
+        steps = _Steps()
+        if error is not None:
+            self.engine.request_stop(stop_reason(error))
+        closed = self.engine.summary.finished is not None or steps.run(self.engine.close)
+        if error is not None or not closed:
+            self.engine.request_stop(stop_reason(error or steps.failure))
+            steps.run(lambda: self.engine.abandon(self.engine.stop_reason or INTERRUPTED))
+        steps.run(self._close_ledger)
+        steps.run(self.failures.close)
+        stopped = None if self.engine.summary.interrupted else self.engine.stop_reason
+        steps.run(lambda: self.reporter.finish(self.engine.summary, self.failures.published, self.failures.note,
+                                               stopped))
+        if steps.failure is not None and error is None:
+            raise steps.failure
+
+    def _close_ledger(self) -> None:
         if self.ledger is not None:
             if self.bucket is not None:  # the next run on this key starts where this one's budget is
                 now = time.time()
                 self.ledger.save_calls([now - age for age in self.bucket.ages()])
             self.ledger.close()
-        path = self.failures.close()
-        self.reporter.finish(summary, path, self.failures.note)
 
     def exit_status(self) -> ExitStatus:
         summary = self.engine.summary
         if summary.interrupted:
             return ExitStatus.INTERRUPTED
+        if self.reporter.closed:
+            return ExitStatus.OUTPUT_CLOSED
         return ExitStatus.UNDELIVERED if summary.problems else ExitStatus.SUCCESS
+
+
+def stop_reason(error: Optional[BaseException]) -> str:
+    """Why queued findings were not attempted, as their failures record says."""
+    if error is None or isinstance(error, KeyboardInterrupt):
+        return INTERRUPTED
+    if isinstance(error, GdTrustarError):
+        return f"run stopped: {str(error).splitlines()[0][:200]}"
+    return f"run stopped by an unexpected {type(error).__name__}"
+
+
+class _Steps:
+    """Runs finishing steps one after another; remembers the first failure instead of stopping."""
+
+    def __init__(self) -> None:
+        self.failure: Optional[BaseException] = None
+
+    def run(self, step: Callable[[], object]) -> bool:
+        """True if ``step`` completed."""
+        try:
+            step()
+        except BaseException as exc:  # noqa: BLE001 - a finishing step must never skip the next one
+            self.failure = self.failure or exc
+            return False
+        return True

@@ -9,12 +9,10 @@ from typing import Any, Callable, Optional, Sequence
 import click
 
 from gdtrustar import __version__
+from gdtrustar.boundary import run_command
 from gdtrustar.deploy.command import deploy_lambda
-from gdtrustar.errors import GdTrustarError
-from gdtrustar.logs import redact, setup_logging
+from gdtrustar.logs import setup_logging
 from gdtrustar.options import criteria_from, filter_options, settings_from, station_options, verbosity_options
-from gdtrustar.status import ExitStatus
-from gdtrustar.text import printable
 
 
 def run_options(func: Callable) -> Callable:
@@ -132,10 +130,8 @@ def backfill(detector: Optional[str], regions: tuple[str, ...], all_regions: boo
         raise click.UsageError("no region: pass --region, --all-regions, or set AWS_REGION")
     targets = discover(session, list(regions), detector)
     run = Run(settings, options)
-    try:
+    with run.finishing():
         job.backfill(run, targets, criteria, use_bookmarks=not options.force)
-    finally:
-        run.finish()
     return int(run.exit_status())
 
 
@@ -143,25 +139,6 @@ cli.add_command(deploy_lambda)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    """Console-script entry point: the error boundary around the commands."""
+    """Console-script entry point: the commands inside the error boundary (gdtrustar.boundary)."""
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
-    try:
-        status = cli.main(args=argv, prog_name="gdtrustar", standalone_mode=False)
-    except (click.exceptions.Abort, KeyboardInterrupt):
-        click.echo("gdtrustar: interrupted", err=True)
-        sys.exit(ExitStatus.INTERRUPTED)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(ExitStatus.ERROR)
-    except GdTrustarError as exc:
-        if debug:
-            raise
-        click.echo(f"gdtrustar: error: {printable(redact(str(exc)))}", err=True)
-        sys.exit(ExitStatus.ERROR)
-    except Exception as exc:  # the boundary: one line, never a traceback, unless --debug
-        if debug:
-            raise
-        click.echo(f"gdtrustar: error: unexpected {type(exc).__name__}: {printable(redact(str(exc)))} "
-                   "(rerun with --debug)", err=True)
-        sys.exit(ExitStatus.UNDELIVERED)
-    sys.exit(status if isinstance(status, int) else 0)
+    sys.exit(run_command(lambda: cli.main(args=argv, prog_name="gdtrustar", standalone_mode=False), debug))

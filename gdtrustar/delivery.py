@@ -39,6 +39,7 @@ from gdtrustar.station import StationClient, WriteResult
 
 BREAKER = 20
 PLACEHOLDER_ENCLAVE = "<enclave-id>"  # dry run without a configured enclave: show the report anyway
+INTERRUPTED = "interrupted"
 ACTIONS = ("created", "updated", "unchanged", "skipped", "dry-run", "invalid", "failed")
 
 
@@ -145,6 +146,8 @@ class Engine:
         self._uncommitted = 0
         self._consecutive_failures = 0
         self._memo: dict[tuple, Delivered] = {}  # rows of this run's writes when there is no ledger
+        self._current: Optional[Item] = None
+        self.stop_reason: Optional[str] = None
 
     # -- public -------------------------------------------------------------------------------
     def run(self, items: Iterable[Item]) -> Summary:
@@ -159,17 +162,51 @@ class Engine:
         self.close()
         return self.summary
 
-    def request_stop(self) -> None:
-        """Ask the run to stop taking items (safe from a signal handler: sets one flag)."""
-        self.summary.interrupted = True
+    def request_stop(self, reason: str = INTERRUPTED) -> None:
+        """Ask the run to stop taking items (safe from a signal handler: sets flags); the first reason wins."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
+        if reason == INTERRUPTED:
+            self.summary.interrupted = True
 
     @property
     def stopping(self) -> bool:
-        return self.summary.interrupted
+        return self.summary.interrupted or self.stop_reason is not None
 
     def submit(self, item: Item) -> None:
         """Queue one item; blocks while the in-flight window is full."""
+        self._current = item  # if handling it raises, ``abandon`` lists it
         self.summary.findings += 1
+        self._handle(item)
+        self._current = None
+
+    def abandon(self, reason: str) -> None:
+        """After an unexpected error: list what was read and has no outcome yet, without calling Station.
+
+        That is the item in hand and every write still in flight: queued ones are cancelled, one
+        already running finishes but is listed all the same (replaying a delivered finding is
+        harmless, losing an undelivered one is not). Their receipts settle as not handled.
+        """
+        self.request_stop(reason)
+        self._pool.shutdown(wait=True, cancel_futures=True)  # queued writes never start; running ones end
+        item, self._current = self._current, None
+        pending = [(future.context[0], future.context[3]) for future in self._in_flight]  # type: ignore[attr-defined]
+        if item is not None:
+            action = "failed" if item.finding is not None else "invalid"
+            pending.insert(0, (Outcome(action, item.origin, (item.finding or {}).get("id"), error=item.error,
+                                       finding=item.finding, document=item.document), None))
+        self._in_flight.clear()
+        self._in_flight_keys.clear()
+        for outcome, ticket in pending:
+            if outcome.action != "invalid":
+                outcome.action, outcome.error = "failed", f"not delivered or not recorded: {reason}"
+            try:
+                self._emit(outcome, ticket)
+            except Exception:  # noqa: S112 - keep listing the others; the run already failed
+                continue
+        self.summary.finished = self.summary.finished or time.monotonic()
+
+    def _handle(self, item: Item) -> None:
         targets = self.enclave_ids or (None,)
         if item.finding is None:
             action = "skipped" if item.skipped else "invalid"
@@ -236,8 +273,8 @@ class Engine:
         """Runs on a worker thread: never touches the ledger or the sink."""
         if self._consecutive_failures >= BREAKER:
             return GdTrustarError(f"not attempted: Station failed {BREAKER} findings in a row")
-        if self.stopping:  # queued but not started when Ctrl-C came: listed, not silently dropped
-            return GdTrustarError("not attempted: interrupted")
+        if self.stopping:  # queued but not started when the run stopped: listed, not silently dropped
+            return GdTrustarError(f"not attempted: {self.stop_reason or INTERRUPTED}")
         client = getattr(self._local, "client", None)
         try:
             if client is None:
@@ -251,8 +288,8 @@ class Engine:
     def _drain(self, wait_all: bool) -> None:
         done, _ = wait(self._in_flight, return_when=ALL_COMPLETED if wait_all else FIRST_COMPLETED)
         for future in done:
-            self._in_flight.discard(future)
             self._complete(future)
+            self._in_flight.discard(future)  # only now: should completing raise, ``abandon`` lists it
 
     def _complete(self, future: Future) -> None:
         outcome, report, known, ticket = future.context  # type: ignore[attr-defined]

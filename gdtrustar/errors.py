@@ -1,6 +1,7 @@
 """Every exception gdtrustar raises, grouped by how the caller recovers.
 
 * ``ConfigError`` is fatal for the run (exit 2): nothing can be delivered until the user fixes it.
+* ``SourceUnavailableError`` ends the run (exit 1): the input (GuardDuty) failed transiently.
 * ``InvalidFindingError`` is skippable: one document is reported ``invalid`` and the run goes on.
 * ``NotAFindingError`` marks a well-formed document that is deliberately not a finding (a GuardDuty
   Malware Protection Object Scan Result event): it is reported ``skipped`` with its reason, never
@@ -23,6 +24,13 @@ class GdTrustarError(Exception):
 
 class ConfigError(GdTrustarError):
     """Settings are missing or wrong (credentials, enclave permissions, AWS access)."""
+
+
+class SourceUnavailableError(GdTrustarError):
+    """Reading findings failed on a transient error (throttling, 5xx, network) after the SDK's retries.
+
+    What was read is delivered or listed; the rest was not read, so a rerun resumes (exit 1).
+    """
 
 
 class InvalidFindingError(GdTrustarError):

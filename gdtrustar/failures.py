@@ -65,6 +65,7 @@ class FailuresFile:
         self.explicit = explicit
         self.note = note
         self.count = 0
+        self.published: Optional[Path] = None
         self._tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         self._fh: Optional[IO[str]] = None
 
@@ -90,9 +91,10 @@ class FailuresFile:
         return self._fh
 
     def close(self) -> Optional[Path]:
-        """Publish the file; returns its path when it holds anything or was asked for."""
+        """Publish the file; returns (and keeps in ``published``) its path when it holds anything or was asked for."""
         if self._fh is None and not self.explicit:
             return None
         self._open().close()
         os.replace(self._tmp, self.path)
+        self.published = self.path
         return self.path

@@ -5,7 +5,8 @@ takes at most 50 ids, so N findings cost ceil(N/50) calls of each per detector. 
 one ahead on a background thread (``prefetch``) so listing overlaps with delivery, and only two
 pages are ever held. Throttling is left to botocore's standard retry mode with enough attempts to
 ride out a burst; errors that retrying cannot fix (access denied, unknown detector, no
-credentials) become one ``ConfigError`` line.
+credentials) become one ``ConfigError`` line (exit 2), and transient ones that outlasted the
+retries (throttling, 5xx, network) one ``SourceUnavailableError`` line (exit 1).
 """
 
 from __future__ import annotations
@@ -17,10 +18,17 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Iterator, Optional
 
-from gdtrustar.aws import RETRY_CONFIG
-from gdtrustar.errors import ConfigError
+from gdtrustar.aws import retry_config
+from gdtrustar.errors import ConfigError, GdTrustarError, SourceUnavailableError
 
 PAGE = 50
+# botocore's throttling codes (retries/standard.py), across AWS services
+THROTTLING_CODES = frozenset((
+    "Throttling", "ThrottlingException", "ThrottledException", "RequestThrottledException",
+    "TooManyRequestsException", "ProvisionedThroughputExceededException", "TransactionInProgressException",
+    "RequestLimitExceeded", "BandwidthLimitExceeded", "LimitExceededException", "RequestThrottled",
+    "SlowDown", "PriorRequestNotComplete", "EC2ThrottledException",
+))
 _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -91,11 +99,36 @@ class Target:
         return f"{self.region}/{self.detector_id}"
 
 
-def wrap_aws_error(exc: Exception, what: str) -> ConfigError:
-    """One readable line for errors the user must fix (credentials, permissions, detector id)."""
-    code = getattr(exc, "response", {}).get("Error", {}).get("Code", type(exc).__name__)
-    message = getattr(exc, "response", {}).get("Error", {}).get("Message") or str(exc)
+def aws_errors() -> tuple[type[Exception], ...]:
+    """What botocore raises for a failed call; anything else is a bug and stays unexpected (exit 3)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    return (BotoCoreError, ClientError)
+
+
+def wrap_aws_error(exc: Exception, what: str) -> GdTrustarError:
+    """One readable line, typed by what the user can do about it.
+
+    Throttling, 5xx and network errors that outlived botocore's retries are transient
+    (``SourceUnavailableError``: a rerun resumes, exit 1); anything else (credentials, permissions,
+    an unknown detector) is the user's to fix (``ConfigError``, exit 2).
+    """
+    response = getattr(exc, "response", None) or {}
+    code = response.get("Error", {}).get("Code") or type(exc).__name__
+    message = response.get("Error", {}).get("Message") or str(exc)
+    if _transient(exc, code, response.get("ResponseMetadata", {}).get("HTTPStatusCode")):
+        return SourceUnavailableError(f"GuardDuty {what}: {code}: {message} (a transient AWS error that outlasted "
+                                      "the retries: findings not read were not delivered; rerun to resume)")
     return ConfigError(f"GuardDuty {what}: {code}: {message}")
+
+
+def _transient(exc: Exception, code: str, status: Optional[int]) -> bool:
+    from botocore.exceptions import ConnectionError as BotoConnectionError
+    from botocore.exceptions import HTTPClientError
+
+    if isinstance(exc, (BotoConnectionError, HTTPClientError)):  # refused, reset, timed out
+        return True
+    return code in THROTTLING_CODES or (isinstance(status, int) and (status == 429 or status >= 500))
 
 
 def discover(session: Any, regions: list[str], detector: Optional[str]) -> list[Target]:
@@ -104,14 +137,14 @@ def discover(session: Any, regions: list[str], detector: Optional[str]) -> list[
 
     targets = []
     for region in regions:
-        client = session.client("guardduty", region_name=region, config=Config(retries=RETRY_CONFIG))
+        client = session.client("guardduty", region_name=region, config=Config(retries=retry_config()))
         if detector:
             targets.append(Target(region, detector, client))
             continue
         try:
             for page in client.get_paginator("list_detectors").paginate():
                 targets.extend(Target(region, d, client) for d in page.get("DetectorIds", []))
-        except Exception as exc:
+        except aws_errors() as exc:
             raise wrap_aws_error(exc, f"ListDetectors in {region}") from exc
     if not targets:
         raise ConfigError(f"no GuardDuty detector in {', '.join(regions)}: is GuardDuty enabled there?")
@@ -122,7 +155,7 @@ def enabled_regions(session: Any) -> list[str]:
     """Regions enabled for the account, from EC2 (``--all-regions``)."""
     try:
         regions = session.client("ec2").describe_regions(AllRegions=False)["Regions"]
-    except Exception as exc:
+    except aws_errors() as exc:
         raise wrap_aws_error(exc, "DescribeRegions (for --all-regions)") from exc
     return sorted(r["RegionName"] for r in regions)
 
@@ -150,7 +183,7 @@ def pages(target: Target, criteria: dict) -> Iterator[list[dict]]:
             listed = target.client.list_findings(**kwargs)
             ids = listed.get("FindingIds", [])
             found = target.client.get_findings(DetectorId=target.detector_id, FindingIds=ids)["Findings"] if ids else []
-        except Exception as exc:
+        except aws_errors() as exc:
             raise wrap_aws_error(exc, f"ListFindings/GetFindings on {target.label}") from exc
         if found:
             yield found

@@ -7,10 +7,12 @@ Each invalid or failed finding is one ``gdtrustar: <action>: <origin>: <reason>`
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import IO, Optional
+from typing import IO, Callable, Iterator, Optional
 
 from rich.console import Console
 from rich.markup import escape
@@ -34,6 +36,7 @@ from gdtrustar.mapper import severity_label
 from gdtrustar.text import json_text, printable
 
 TABLE_ROWS = 50
+OUTPUT_CLOSED = "output closed"
 
 
 def _markup_safe(text: str) -> str:
@@ -60,12 +63,17 @@ class Reporter:
         stdout: Optional[IO[str]] = None,
         stderr: Optional[IO[str]] = None,
         total: Optional[int] = None,
+        on_closed: Optional[Callable[[], None]] = None,
     ) -> None:
         self.json_mode = json_mode
         self.dry_run = dry_run
         self.verbosity = verbosity
-        self.stdout = stdout or sys.stdout
-        self.err = Console(file=stderr or sys.stderr, highlight=False, soft_wrap=True)
+        self.on_closed = on_closed
+        self.closed = False  # stdout's reader went away (`| head`): nothing more is written there
+        self._err_closed = False
+        self.stdout = stdout or sys.stdout or open(os.devnull, "w")  # noqa: SIM115 - `>&-` leaves no stdout
+        self.err = Console(file=stderr or sys.stderr or open(os.devnull, "w"), highlight=False,  # noqa: SIM115
+                           soft_wrap=True)
         # Piped output gets a usable width instead of rich's 80-column fallback.
         self.out = Console(file=self.stdout, highlight=False,
                            width=None if self.stdout.isatty() else 140)
@@ -86,8 +94,10 @@ class Reporter:
             self.progress.start()
 
     def __call__(self, outcome: Outcome) -> None:
-        if self.json_mode:
-            self.stdout.write(json_text(outcome.record()) + "\n")
+        if self.json_mode and not self.closed:
+            record = json_text(outcome.record()) + "\n"
+            with self._writing_stdout():
+                self.stdout.write(record)
         noted = outcome.action in ("invalid", "failed") or (outcome.action == "skipped" and outcome.finding is None)
         if noted and self.verbosity > -2:  # a skipped non-finding document gets its one line too
             self.line(f"{outcome.action}: {outcome.origin}: {outcome.error}")
@@ -113,7 +123,23 @@ class Reporter:
 
     def say(self, text: str) -> None:
         """Every line for humans on stderr goes through here: secrets redacted, controls escaped."""
-        self.err.print(Text(printable(redact(text))), markup=False, highlight=False)
+        if self._err_closed:
+            return
+        try:
+            self.err.print(Text(printable(redact(text))), markup=False, highlight=False)
+        except (OSError, ValueError):  # stderr closed too: the failures file still lists everything
+            self._err_closed = True
+
+    @contextlib.contextmanager
+    def _writing_stdout(self) -> Iterator[None]:
+        """A closed stdout (EPIPE, or a closed file) stops the run like Ctrl-C does, quietly."""
+        try:
+            yield
+        except (BrokenPipeError, ValueError):
+            if not self.closed:
+                self.closed = True
+                if self.on_closed is not None:
+                    self.on_closed()  # the Run stops the engine with OUTPUT_CLOSED
 
     def _tally(self, outcome: Outcome) -> None:
         finding = outcome.finding
@@ -125,13 +151,18 @@ class Reporter:
             self.rows.append(tuple(Text(printable(str(cell))) for cell in (
                 label, title, finding.get("type"), finding.get("accountId"), finding.get("region"))))
 
-    def finish(self, summary: Summary, failures_path: Optional[Path], note: Optional[str] = None) -> None:
+    def finish(self, summary: Summary, failures_path: Optional[Path], note: Optional[str] = None,
+               stopped: Optional[str] = None) -> None:
         """Stop the progress bar, print the dry-run table (stdout) and the summary (stderr)."""
         if self.progress is not None:
             self.progress.stop()
-        if self.dry_run and not self.json_mode and self.rows:
-            self._print_table()
-        self._print_summary(summary, failures_path, note)
+        if self.dry_run and not self.json_mode and self.rows and not self.closed:
+            with self._writing_stdout():
+                self._print_table()
+        if not self.closed:
+            with self._writing_stdout():
+                self.stdout.flush()  # a reader that went away is noticed here, not at interpreter exit
+        self._print_summary(summary, failures_path, note, stopped)
 
     def _print_table(self) -> None:
         table = Table(title="Reports that would be sent (dry run)", show_lines=False)
@@ -159,12 +190,13 @@ class Reporter:
             counts.add_row(f"... {len(self.by_type) - 25} more types", "")
         self.out.print(counts)
 
-    def _print_summary(self, summary: Summary, failures_path: Optional[Path], note: Optional[str]) -> None:
+    def _print_summary(self, summary: Summary, failures_path: Optional[Path], note: Optional[str],
+                       stopped: Optional[str]) -> None:
         if self.verbosity < -1:
             return
         counts = ", ".join(f"{count} {action}" for action, count in summary.counts.items() if count) or "nothing"
         rate = summary.findings / summary.elapsed if summary.elapsed > 0 else 0.0
-        head = "interrupted" if summary.interrupted else "done"
+        head = "interrupted" if summary.interrupted else f"stopped ({stopped})" if stopped else "done"
         enclaves = f" x {summary.enclaves} enclaves" if summary.enclaves > 1 else ""
         self.say(f"gdtrustar: {head}: {summary.findings} findings{enclaves} in {summary.elapsed:.1f}s "
                  f"({rate:.0f}/s): {counts}" + ("" if self.dry_run else f"; {summary.station_calls} Station calls"))

@@ -6,9 +6,12 @@ send`` replays, whichever way the run ends, and the run says where that file is.
 
 from __future__ import annotations
 
+import base64
 import ctypes
 import json
 import os
+import sqlite3
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -99,3 +102,122 @@ def test_an_unwritable_explicit_failures_file_is_exit_2_at_start(cli, sim, tmp_p
     assert result.code == 2, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "f.jsonl" in result.stderr
     assert sim.count("upsert") == 0 and result.stdout == ""
+
+
+# --- 13. one boundary: every exit path finishes the run ------------------------------------------------------
+
+
+def _private_failures(directory: Path) -> list[dict]:
+    """The one failures file in ``directory`` (0600, no temporary left), as records."""
+    assert not list(directory.rglob(".*.tmp")), "a temporary failures file was left behind"
+    files = list(directory.glob("gdtrustar-failures-*.jsonl")) + list(directory.glob("failures.jsonl"))
+    if not files:
+        return []
+    (path,) = files
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _nothing_read_was_lost(ids: list[str], delivered: set[str], listed: set[str]) -> int:
+    """Every finding is delivered, listed, or in the unread tail of the input; returns the tail's length."""
+    missing = [i for i, fid in enumerate(ids) if fid not in delivered and fid not in listed]
+    assert missing == list(range(len(ids) - len(missing), len(ids))), "a finding that was read is neither " \
+        "delivered nor listed"
+    return len(missing)
+
+
+def _stored(sim) -> set[str]:
+    return {base64.b64decode(ext).decode().split("|", 1)[1] for (_, ext) in sim.reports_by_external_id()}
+
+
+def test_a_closed_pipe_stops_quietly_and_loses_nothing_that_was_read(cli, sim, tmp_path):
+    docs = events(300)
+    path = write_jsonl(tmp_path / "e.jsonl", docs)
+    command = [GDTRUSTAR] if GDTRUSTAR else [sys.executable, "-m", "gdtrustar"]
+    reader, writer = os.pipe()
+    sim.after(5, "upsert", lambda: os.close(reader))  # the reader goes away while the run is in full swing
+    proc = subprocess.Popen([*command, "send", "--json", "--concurrency", "2", str(path)], cwd=tmp_path,
+                            env=cli.station(sim).env, stdout=writer, stderr=subprocess.PIPE)
+    os.close(writer)
+    stderr = proc.communicate(timeout=120)[1].decode()
+    assert proc.returncode == 141, stderr
+    for word in ("Traceback", "unexpected", "Exception ignored", "BrokenPipe"):
+        assert word not in stderr, stderr
+    listed = _private_failures(tmp_path)
+    ids = [d["detail"]["id"] for d in docs]
+    unread = _nothing_read_was_lost(ids, _stored(sim), {r["finding"]["id"] for r in listed})
+    assert unread > 0 and len(_stored(sim)) < 300, "the run stopped when its output went away"
+    assert all("not attempted: output closed" in r["failure"]["error"] for r in listed)
+    # the ledger was committed: a rerun skips every delivered finding and completes the set
+    again = cli("send", "--json", str(path))
+    assert again.code == 0, again.stderr
+    assert again.actions() == {"unchanged": 300 - unread - len(listed), "created": unread + len(listed)}
+
+
+def test_send_piped_into_head_exits_quietly(cli, tmp_path):
+    path = write_jsonl(tmp_path / "e.jsonl", events(2000))  # far more output than a pipe holds
+    command = GDTRUSTAR or f"{sys.executable} -m gdtrustar"
+    proc = subprocess.run(["bash", "-c", f'set -o pipefail; {command} send --dry-run --json "$1" | head -n 1',
+                           "_", str(path)], cwd=tmp_path, env=cli.env, capture_output=True, timeout=120)
+    assert proc.returncode == 141, proc.stderr
+    assert len(proc.stdout.splitlines()) == 1
+    stderr = proc.stderr.decode()
+    for word in ("Traceback", "unexpected", "Exception ignored", "BrokenPipe", "error"):
+        assert word not in stderr, stderr
+    assert not list(tmp_path.rglob(".*.tmp"))
+
+
+def test_an_unexpected_error_is_exit_3_with_a_crash_log_and_nothing_read_is_lost(cli, sim, tmp_path):
+    """A genuine failure mid-run: another process writes to the ledger, so ours can no longer record."""
+    docs = events(40)
+    path = write_jsonl(tmp_path / "e.jsonl", docs)
+    ledger = tmp_path / "ledger.sqlite3"
+    intruder = []
+
+    def write_to_the_ledger() -> None:
+        conn = sqlite3.connect(str(ledger), timeout=0.1, isolation_level=None, check_same_thread=False)
+        conn.execute("INSERT INTO bookmarks VALUES ('intruder', 'x', 0)")
+        intruder.append(conn)
+
+    sim.after(0, "upsert", write_to_the_ledger)  # our transaction has read, not yet written: it is now stale
+    result = cli.station(sim)("send", "--json", "--concurrency", "2", "--state", str(ledger), str(path),
+                              env={"TRUSTAR_API_SECRET": "test-secret"})
+    assert result.code == 3, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("gdtrustar: error:")]
+    assert len(errors) == 1 and "unexpected OperationalError" in errors[0], result.stderr
+    assert "Traceback" not in result.stderr
+    (crash,) = (tmp_path / "state" / "gdtrustar").glob("crash-*.log")
+    assert str(crash) in errors[0]
+    assert stat.S_IMODE(crash.stat().st_mode) == 0o600
+    text = crash.read_text()
+    assert "Traceback" in text and "OperationalError" in text and "test-secret" not in text
+    listed = _private_failures(tmp_path)
+    assert listed, result.stderr
+    ids = [d["detail"]["id"] for d in docs]
+    _nothing_read_was_lost(ids, _stored(sim), {r["finding"]["id"] for r in listed})
+    for conn in intruder:
+        conn.close()
+    again = cli("send", "--json", "--state", str(ledger), str(path))
+    assert again.code == 0, again.stderr
+    assert _stored(sim) == set(ids) and all(len(v) == 1 for v in sim.reports_by_external_id().values())
+
+
+@pytest.mark.parametrize("fault", ["throttle", "5xx"])
+def test_transient_aws_errors_in_backfill_are_exit_1_not_a_configuration_error(cli, sim, tmp_path, fault):
+    from tests.sims.guardduty import GuardDutyEmulator
+
+    with GuardDutyEmulator() as gd:
+        detector = gd.add_detector("us-east-1")
+        gd.add_findings("us-east-1", detector, [make_finding(i, detector_id=detector) for i in range(120)])
+        knob = (lambda: gd.throttle_next(1000)) if fault == "throttle" else (lambda: gd.fail_next(1000, 503))
+        gd.after(1, "GetFindings", knob)  # the first page arrives; every later call fails
+        cli.station(sim).env.update({"AWS_ENDPOINT_URL_GUARDDUTY": gd.url, "AWS_MAX_ATTEMPTS": "2"})
+        result = cli("backfill", "--region", "us-east-1", "--json")
+        at_start = cli("backfill", "--region", "us-east-1", "--json")  # ListDetectors fails too
+    assert result.code == 1, result.stderr
+    assert result.actions() == {"created": 50}
+    errors = [line for line in result.stderr.splitlines() if line.startswith("gdtrustar: error:")]
+    code = "ThrottlingException" if fault == "throttle" else "InternalServerErrorException"
+    assert len(errors) == 1 and code in errors[0] and "unexpected" not in errors[0], result.stderr
+    assert at_start.code == 1 and code in at_start.stderr, at_start.stderr
+    assert not list(tmp_path.rglob(".*.tmp"))

@@ -43,7 +43,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import botocore.loaders
@@ -370,6 +370,8 @@ class GuardDutyEmulator:
         self._fail: list[int] = []
         self._deny_all = False
         self._deny_regions: set[str] = set()
+        self._triggers: list[tuple[int, str, Callable[[], None]]] = []
+        self._seen: dict[str, int] = {}
         self._sample_seq = 0
         self._server: Optional[ThreadingHTTPServer] = None
         self._thread: Optional[threading.Thread] = None
@@ -470,6 +472,12 @@ class GuardDutyEmulator:
             self._deny_all = False
             self._deny_regions.clear()
 
+    def after(self, calls: int, operation: str, action: Callable[[], None]) -> None:
+        """Run ``action`` (e.g. a knob) when call ``calls + 1`` of ``operation`` arrives, before it is
+        served, as ``StationSim.after`` does: deterministic mid-run faults without sleeps."""
+        with self._lock:
+            self._triggers.append((int(calls), operation, action))
+
     def fail_next(self, n: int, status: int = 500) -> None:
         """The next ``n`` requests answer ``status`` InternalServerErrorException."""
         with self._lock:
@@ -554,6 +562,10 @@ class GuardDutyEmulator:
 
     def _check_faults(self, region: str, operation: str) -> None:
         with self._lock:
+            seen = self._seen[operation] = self._seen.get(operation, 0) + 1
+            for trigger in [t for t in self._triggers if t[1] == operation and t[0] == seen - 1]:
+                self._triggers.remove(trigger)
+                trigger[2]()
             if self._deny_all or region in self._deny_regions:
                 raise _ApiError(
                     403,
