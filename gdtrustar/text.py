@@ -58,19 +58,20 @@ def printable_path(name: str) -> str:
 
 def json_text(value: Any, **dumps: Any) -> str:
     """``json.dumps(value, ensure_ascii=False)``, made safe for UTF-8 streams and terminals."""
-    return _JSON_UNSAFE.sub(_json_escape, json.dumps(value, ensure_ascii=False, **dumps))
+    text = json.dumps(value, ensure_ascii=False, **dumps)
+    if text.isascii() and "\x7f" not in text:  # the common case, checked at C speed
+        return text
+    return _JSON_UNSAFE.sub(_json_escape, text)
 
 
 def unicode_problem(value: Any) -> Optional[str]:
     """Why ``value`` (a JSON-like tree) cannot be written as UTF-8, naming where; None if it can."""
-    try:  # one C-speed pass for the common case: pure ASCII, or valid non-ASCII text
-        text = json.dumps(value, ensure_ascii=False, default=str)
-        if text.isascii():
+    try:  # one C-speed pass for the common case: repr shows every surrogate as \udxxx
+        if "\\ud" not in repr(value):
             return None
-        text.encode("utf-8")
-        return None
-    except (TypeError, ValueError, RecursionError):  # UnicodeEncodeError, or not JSON-shaped
-        return _find_surrogate(value, "")
+    except RecursionError:
+        pass
+    return _find_surrogate(value, "")  # rare: a surrogate, or only a backslash followed by "ud"
 
 
 def _find_surrogate(value: Any, path: str) -> Optional[str]:
