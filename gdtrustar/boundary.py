@@ -19,7 +19,7 @@ import tempfile
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import click
 
@@ -31,7 +31,7 @@ from gdtrustar.status import ExitStatus
 from gdtrustar.text import printable, printable_lines
 
 
-def run_command(command: Callable[[], Any], debug: bool = False) -> int:
+def run_command(command: Callable[[], Any], debug: bool = False, argv: Sequence[str] = ()) -> int:
     """Run ``command`` (the click group) and return the exit status; never raises, never a traceback."""
     try:
         status = command()
@@ -52,7 +52,7 @@ def run_command(command: Callable[[], Any], debug: bool = False) -> int:
         status = ExitStatus.UNDELIVERED if isinstance(exc, SourceUnavailableError) else ExitStatus.ERROR
     except Exception as exc:  # the boundary: one line and a crash log, never a traceback, unless --debug
         _debug(exc, debug)
-        log, why = write_crash_log(exc)
+        log, why = write_crash_log(exc, argv)
         where = f"details in {log}" if log else f"no crash log: {why}"
         _say(f"gdtrustar: error: unexpected {type(exc).__name__}: {printable(redact(str(exc)))[:300]} "
              f"({printable(where)}; rerun with --debug)")
@@ -62,11 +62,11 @@ def run_command(command: Callable[[], Any], debug: bool = False) -> int:
     return status
 
 
-def write_crash_log(exc: BaseException) -> tuple[Optional[Path], str]:
+def write_crash_log(exc: BaseException, argv: Sequence[str] = ()) -> tuple[Optional[Path], str]:
     """The redacted traceback in a new private file in the state directory (or the temp directory)."""
     text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     body = (f"gdtrustar {__version__} crashed at {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}\n"
-            f"command: gdtrustar {' '.join(sys.argv[1:])}\n\n{text}")
+            f"command: gdtrustar {' '.join(argv)}\n\n{text}")
     body = printable_lines(redact(body))
     why = ""
     for directory in (default_path().parent, Path(tempfile.gettempdir())):

@@ -140,5 +140,6 @@ cli.add_command(deploy_lambda)
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     """Console-script entry point: the commands inside the error boundary (gdtrustar.boundary)."""
-    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
-    sys.exit(run_command(lambda: cli.main(args=argv, prog_name="gdtrustar", standalone_mode=False), debug))
+    args = list(argv if argv is not None else sys.argv[1:])
+    sys.exit(run_command(lambda: cli.main(args=args, prog_name="gdtrustar", standalone_mode=False),
+                         "--debug" in args, args))

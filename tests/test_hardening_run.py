@@ -191,6 +191,7 @@ def test_an_unexpected_error_is_exit_3_with_a_crash_log_and_nothing_read_is_lost
     assert stat.S_IMODE(crash.stat().st_mode) == 0o600
     text = crash.read_text()
     assert "Traceback" in text and "OperationalError" in text and "test-secret" not in text
+    assert f"command: gdtrustar send --json --concurrency 2 --state {ledger}" in text
     listed = _private_failures(tmp_path)
     assert listed, result.stderr
     ids = [d["detail"]["id"] for d in docs]
