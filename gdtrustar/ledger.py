@@ -169,16 +169,27 @@ def open_ledger(path: Path, station: str) -> Ledger:
 
 
 class Ledger:
-    """SQLite owner. Used from one thread (the delivery engine's), committed per batch."""
+    """SQLite owner. Used from one thread (the delivery engine's), committed per batch.
+
+    Implementation note: no transaction is held open between commits. Reads run in autocommit
+    mode and see what other runs committed; writes are buffered and land in one short
+    ``BEGIN IMMEDIATE`` transaction per batch. Two runs sharing a ledger (a cron backfill and a
+    hand-run ``send``) therefore interleave instead of failing: a transaction kept open across
+    reads would hold a stale snapshot that SQLite refuses to upgrade to a write ("database is
+    locked", without waiting) once the other run commits.
+    """
 
     def __init__(self, path: Path, station: str) -> None:
         self.path = path
         self.station = station
         self.conn = _connect_private(path)
-        self._pending = 0
-        self.conn.execute("BEGIN")
+        self._deliveries: dict[tuple[str, str], tuple] = {}
+        self._writes: list[tuple[str, tuple]] = []
 
     def lookup(self, enclave_id: str, finding_id: str) -> Optional[Delivered]:
+        pending = self._deliveries.get((enclave_id, finding_id))
+        if pending is not None:
+            return Delivered(*pending[3:6])
         row = self.conn.execute(
             "SELECT updated_at, digest, report_id FROM deliveries WHERE station=? AND enclave_id=? AND finding_id=?",
             (self.station, enclave_id, finding_id),
@@ -186,18 +197,16 @@ class Ledger:
         return Delivered(*row) if row else None
 
     def record(self, enclave_id: str, finding_id: str, updated_at: str, digest: str, report_id: Optional[str]) -> None:
-        self.conn.execute(
-            "INSERT OR REPLACE INTO deliveries VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (self.station, enclave_id, finding_id, updated_at, digest, report_id, time.time()),
-        )
-        self._pending += 1
+        row = (self.station, enclave_id, finding_id, updated_at, digest, report_id, time.time())
+        self._deliveries[(enclave_id, finding_id)] = row
 
     def get_bookmark(self, key: str) -> Optional[Bookmark]:
         row = self.conn.execute("SELECT value FROM bookmarks WHERE partition_key=?", (key,)).fetchone()
         return Bookmark.loads(row[0]) if row else None
 
     def set_bookmark(self, key: str, bookmark: Bookmark) -> None:
-        self.conn.execute("INSERT OR REPLACE INTO bookmarks VALUES (?, ?, ?)", (key, bookmark.dumps(), time.time()))
+        self._writes.append(("INSERT OR REPLACE INTO bookmarks VALUES (?, ?, ?)",
+                             (key, bookmark.dumps(), time.time())))
 
     def object_done(self, scope: str, bucket: str, key: str, etag: str) -> bool:
         """Whether this exact object version was delivered completely to this scope before."""
@@ -209,9 +218,8 @@ class Ledger:
 
     def mark_object(self, scope: str, bucket: str, key: str, etag: str) -> None:
         """Remember an object whose every finding was delivered (committed with the next batch)."""
-        self.conn.execute("INSERT OR REPLACE INTO objects VALUES (?, ?, ?, ?, ?)",
-                          (f"{self.station}|{scope}", bucket, key, etag, time.time()))
-        self._pending += 1
+        self._writes.append(("INSERT OR REPLACE INTO objects VALUES (?, ?, ?, ?, ?)",
+                             (f"{self.station}|{scope}", bucket, key, etag, time.time())))
 
     def recent_calls(self, since: float) -> list[float]:
         """Wall-clock times of this Station's calls after ``since`` (made by earlier runs)."""
@@ -220,20 +228,33 @@ class Ledger:
 
     def save_calls(self, times: list[float]) -> None:
         """Replace the remembered call times (only the last minute's matter to the pacer)."""
-        self.conn.execute("DELETE FROM recent_calls WHERE station=?", (self.station,))
-        self.conn.executemany("INSERT INTO recent_calls VALUES (?, ?)", [(self.station, t) for t in times])
+        self._writes.append(("DELETE FROM recent_calls WHERE station=?", (self.station,)))
+        self._writes.extend(("INSERT INTO recent_calls VALUES (?, ?)", (self.station, t)) for t in times)
 
     @property
     def pending(self) -> int:
         """Rows written since the last commit."""
-        return self._pending
+        return len(self._deliveries) + len(self._writes)
 
     def commit(self) -> None:
-        """Make everything recorded so far durable and start the next batch."""
+        """Make everything recorded so far durable in one short write transaction."""
+        if not self.pending:
+            return
+        self.conn.execute("BEGIN IMMEDIATE")  # waits (busy timeout) for another run's commit, never fails on it
+        try:
+            self.conn.executemany("INSERT OR REPLACE INTO deliveries VALUES (?, ?, ?, ?, ?, ?, ?)",
+                                  list(self._deliveries.values()))
+            for statement, params in self._writes:
+                self.conn.execute(statement, params)
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
         self.conn.execute("COMMIT")
-        self._pending = 0
-        self.conn.execute("BEGIN")
+        self._deliveries.clear()
+        self._writes.clear()
 
     def close(self) -> None:
-        self.conn.execute("COMMIT")
-        self.conn.close()
+        try:
+            self.commit()
+        finally:
+            self.conn.close()

@@ -168,7 +168,7 @@ def test_send_piped_into_head_exits_quietly(cli, tmp_path):
 
 
 def test_an_unexpected_error_is_exit_3_with_a_crash_log_and_nothing_read_is_lost(cli, sim, tmp_path):
-    """A genuine failure mid-run: another process writes to the ledger, so ours can no longer record."""
+    """A genuine failure mid-run: another process drops the ledger's table, so ours can no longer record."""
     docs = events(40)
     path = write_jsonl(tmp_path / "e.jsonl", docs)
     ledger = tmp_path / "ledger.sqlite3"
@@ -176,10 +176,10 @@ def test_an_unexpected_error_is_exit_3_with_a_crash_log_and_nothing_read_is_lost
 
     def write_to_the_ledger() -> None:
         conn = sqlite3.connect(str(ledger), timeout=0.1, isolation_level=None, check_same_thread=False)
-        conn.execute("INSERT INTO bookmarks VALUES ('intruder', 'x', 0)")
+        conn.execute("DROP TABLE deliveries")
         intruder.append(conn)
 
-    sim.after(0, "upsert", write_to_the_ledger)  # our transaction has read, not yet written: it is now stale
+    sim.after(0, "upsert", write_to_the_ledger)  # before the first write lands: no batch can be recorded
     result = cli.station(sim)("send", "--json", "--concurrency", "2", "--state", str(ledger), str(path),
                               env={"TRUSTAR_API_SECRET": "test-secret"})
     assert result.code == 3, result.stderr
