@@ -113,7 +113,11 @@ def read_stream(stream: IO[bytes], name: str, limit: Optional[int] = None) -> It
 
 def _read_stream(raw: IO[bytes], name: str, limit: int = DEFAULT_LIMIT) -> Iterator[Document]:
     buffered = io.BufferedReader(raw) if not hasattr(raw, "peek") else raw
-    gzipped = buffered.peek(2)[:2] == GZIP_MAGIC
+    head = buffered.peek(2)[:2]
+    gzipped = head == GZIP_MAGIC
+    if head == GZIP_MAGIC[:1] and len(buffered.peek(2)) == 1:  # one byte of a gzip header, then the end
+        yield Document(name, error="truncated or corrupt gzip (the file ends inside its header)")
+        return
     if gzipped:
         buffered = gzip.GzipFile(fileobj=buffered, mode="rb")  # type: ignore[assignment]
     # Zero JSON Lines records is a valid (e.g. replayed, all-delivered) failures file; an empty
