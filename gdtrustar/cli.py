@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import IO, Any, Callable, Mapping, Optional, Sequence
 
 import click
 
-from gdtrustar import __version__
+from gdtrustar import __version__, environment
 from gdtrustar.boundary import run_command
 from gdtrustar.deploy.command import deploy_lambda
 from gdtrustar.logs import setup_logging
@@ -138,8 +138,22 @@ def backfill(detector: Optional[str], regions: tuple[str, ...], all_regions: boo
 cli.add_command(deploy_lambda)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
-    """Console-script entry point: the commands inside the error boundary (gdtrustar.boundary)."""
+def main(
+    argv: Optional[Sequence[str]] = None,
+    *,
+    env: Optional[Mapping[str, str]] = None,
+    stdin: Optional[IO[str]] = None,
+    stdout: Optional[IO[str]] = None,
+    stderr: Optional[IO[str]] = None,
+    cwd: Optional[environment.PathLike] = None,
+) -> None:
+    """Console-script entry point: the commands inside the error boundary (gdtrustar.boundary).
+
+    The keywords replace the process's environment, working directory and standard streams for this
+    run only (gdtrustar.environment), for in-process use; by default the run has the process's own.
+    """
     args = list(argv if argv is not None else sys.argv[1:])
-    sys.exit(run_command(lambda: cli.main(args=args, prog_name="gdtrustar", standalone_mode=False),
-                         "--debug" in args, args))
+    with environment.applied(env=env, cwd=cwd, stdin=stdin, stdout=stdout, stderr=stderr):
+        status = run_command(lambda: cli.main(args=args, prog_name="gdtrustar", standalone_mode=False),
+                             "--debug" in args, args)
+    sys.exit(status)

@@ -8,11 +8,12 @@ reach ours (stderr, redacted) and stdout stays clean for ``--json``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
 import threading
-from typing import Optional
+from typing import Iterator, Optional
 
 from gdtrustar.text import printable_lines
 
@@ -34,6 +35,18 @@ def redact(text: str) -> str:
         if secret in text:
             text = text.replace(secret, REDACTED)
     return text
+
+
+@contextlib.contextmanager
+def scoped_secrets() -> Iterator[None]:
+    """Forget the secrets registered inside the block when it ends (one CLI run in a longer process)."""
+    with _LOCK:
+        before = set(_SECRETS)
+    try:
+        yield
+    finally:
+        with _LOCK:
+            _SECRETS.intersection_update(before)
 
 
 class RedactingFilter(logging.Filter):

@@ -1,4 +1,4 @@
-"""`gdtrustar backfill` through the console script: real boto3 → GuardDuty emulator, real SDK → Station sim."""
+"""`gdtrustar backfill` end to end: real boto3 → GuardDuty emulator, real SDK → Station sim."""
 
 from __future__ import annotations
 
@@ -6,12 +6,11 @@ import base64
 import json
 import math
 import signal
-import subprocess
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from tests.conftest import GDTRUSTAR, write_jsonl
+from tests.conftest import write_jsonl
 from tests.sims.guardduty import GuardDutyEmulator, make_finding, to_eventbridge
 
 
@@ -179,9 +178,7 @@ def test_ctrl_c_finishes_in_flight_and_exits_130(bf, gd, sim, tmp_path):
     holder = {}
     # Ctrl-C from inside Station the moment the 31st write arrives (SIGKILL + resume: test_fault_storms)
     sim.after(30, "upsert", lambda: holder["proc"].send_signal(signal.SIGINT))
-    holder["proc"] = proc = subprocess.Popen(
-        [GDTRUSTAR, "backfill", "--region", "us-east-1", "--json", "--failures", str(failures)],
-        cwd=tmp_path, env=bf.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    holder["proc"] = proc = bf.popen("backfill", "--region", "us-east-1", "--json", "--failures", str(failures))
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err.decode()
     assert "interrupted" in err.decode()

@@ -28,7 +28,7 @@ from botocore.exceptions import ClientError
 
 from gdtrustar.deploy.package import BuildTarget, LambdaPackage, build_package, deterministic_zip
 from gdtrustar.deploy.template import StackSpec, build_template, template_body
-from tests.conftest import ROOT, Result, base_env
+from tests.conftest import ROOT, Cli, Result
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # moto: "not supported by CloudFormation"
 
@@ -38,38 +38,10 @@ SEED = Path("/work/shared/reference/seed-guardduty-integration.txt")
 
 # ---------------------------------------------------------------- helpers ("conftest_deploy")
 
-def _cli_has_deploy() -> bool:
-    try:
-        from gdtrustar.cli import cli
-    except ImportError:
-        return False
-    return "deploy-lambda" in getattr(cli, "commands", {})
-
-
-def run_deploy(tmp_path: Path, *args: str, env: Optional[dict] = None) -> Result:
-    """Run ``gdtrustar deploy-lambda`` as a user would: the real console entry point in a subprocess.
-
-    Until the lead registers the command in ``gdtrustar.cli``, fall back to click's CliRunner on
-    the command itself and mimic the group's one-line error boundary (exit 2 for our errors).
-    """
-    full_env = {**base_env(tmp_path), "PYTHONPATH": str(ROOT), **(env or {})}
-    if _cli_has_deploy():
-        proc = subprocess.run([sys.executable, "-m", "gdtrustar", "deploy-lambda", *args], cwd=tmp_path,
-                              env=full_env, capture_output=True, text=True, timeout=300)
-        return Result(proc.returncode, proc.stdout, proc.stderr)
-    from click.testing import CliRunner
-
-    from gdtrustar.deploy.command import deploy_lambda
-    from gdtrustar.errors import GdTrustarError
-
-    cleared = {k: None for k in os.environ if k.startswith(("TRUSTAR_", "AWS_", "GDTRUSTAR_"))}
-    result = CliRunner().invoke(deploy_lambda, list(args), env={**cleared, **full_env})
-    code, stderr = result.exit_code, result.stderr
-    if isinstance(result.exception, GdTrustarError):
-        code, stderr = 2, stderr + f"gdtrustar: error: {result.exception}\n"
-    elif result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return Result(code, result.stdout, stderr)
+def run_deploy(tmp_path: Path, *args: str, env: Optional[dict] = None, in_child: bool = False) -> Result:
+    """``gdtrustar deploy-lambda *args`` from the tree: in-process, or the console script in a child process."""
+    cli = Cli(tmp_path)
+    return (cli.subprocess if in_child else cli)("deploy-lambda", *args, env=env, timeout=300)
 
 
 @pytest.fixture(scope="module")
@@ -241,7 +213,7 @@ def test_template_out_writes_template_and_zip_and_deploys_nothing(tmp_path, pack
     # no AWS endpoint at all: a call to AWS would fail (no credentials file, metadata disabled)
     res = run_deploy(tmp_path, "--template-out", str(out), "--min-severity", "medium",
                      "--secret-arn", "arn:aws:secretsmanager:us-east-1:123456789012:secret:mine-AbCdEf",
-                     env={**sim_like_settings, "AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": ""})
+                     env={**sim_like_settings, "AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": ""}, in_child=True)
     assert res.code == 0, res.stderr
     tpl = json.loads(out.read_text())
     assert tpl["Parameters"]["CodeS3Key"]["Default"] == package.filename

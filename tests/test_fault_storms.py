@@ -1,6 +1,6 @@
 """Fault storms with accounting: one suite over the Station simulator and the GuardDuty emulator.
 
-Each storm runs the real console script through one of two doors (``send`` from a JSON Lines file,
+Each storm runs the CLI (in-process, from the tree) through one of two doors (``send`` from a JSON Lines file,
 ``backfill`` from the GuardDuty emulator through unmodified boto3) against the Station simulator with
 faults injected. Afterwards, for every case:
 
@@ -22,15 +22,13 @@ import os
 import re
 import signal
 import stat
-import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
 import pytest
 
-from tests.conftest import GDTRUSTAR, Cli, Result, write_jsonl
+from tests.conftest import Cli, Result, write_jsonl
 from tests.sims.guardduty import GuardDutyEmulator, make_finding, to_eventbridge
 from tests.sims.station import StationSim
 
@@ -243,13 +241,11 @@ def test_storm(storm: Storm, door_kind: str, cli, ssim, gd, tmp_path):
 @pytest.mark.parametrize("door_kind", ["backfill", "send"])
 def test_sigkill_mid_run_then_resume_completes_exactly_once(door_kind, cli, ssim, gd, tmp_path):
     door = open_door(door_kind, cli, ssim, gd, tmp_path, 100)
-    command = [GDTRUSTAR] if GDTRUSTAR else [sys.executable, "-m", "gdtrustar"]
     holder: dict = {}
     # SIGKILL from inside Station the moment the 41st write arrives: that write is still applied,
     # but the client never hears of it (a lost response plus a crash)
     ssim.after(40, "upsert", lambda: os.kill(holder["proc"].pid, signal.SIGKILL))
-    holder["proc"] = proc = subprocess.Popen([*command, *door.command("--concurrency", "2")], cwd=tmp_path,
-                                             env=cli.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    holder["proc"] = proc = cli.popen(*door.command("--concurrency", "2"))  # a real process, to be killed
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == -signal.SIGKILL
     before = len(ssim.reports)

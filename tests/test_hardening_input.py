@@ -11,13 +11,11 @@ import gzip
 import json
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import GDTRUSTAR, write_jsonl
+from tests.conftest import write_jsonl
 from tests.sims.guardduty import make_finding, to_eventbridge
 from tests.test_readers_fuzz import run_measured
 
@@ -291,12 +289,9 @@ def test_error_lines_are_escaped_too(cli, tmp_path):
 def test_a_setting_that_is_not_utf8_is_one_config_error(cli, sim, tmp_path):
     path = write_jsonl(tmp_path / "e.jsonl", events(1))
     cli.station(sim)
-    command = [GDTRUSTAR] if GDTRUSTAR else [sys.executable, "-m", "gdtrustar"]
-    env = {k.encode(): v.encode() for k, v in cli.env.items()}
-    env[b"TRUSTAR_ENCLAVE_IDS"] = b"enc-a,enc-\xff"
-    proc = subprocess.run([*command, "send", "--json", str(path)], env=env, cwd=tmp_path, capture_output=True,
-                          timeout=120)
-    assert proc.returncode == 2, proc.stderr
-    lines = proc.stderr.decode().strip().splitlines()
+    # a child process: the environment reaches it as bytes (subprocess encodes "\udcff" as the byte 0xff)
+    result = cli.subprocess("send", "--json", str(path), env={"TRUSTAR_ENCLAVE_IDS": "enc-a,enc-\udcff"})
+    assert result.code == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "enclave ids" in lines[0] and "UTF-8" in lines[0], lines
     assert sim.count("upsert") == 0

@@ -10,15 +10,15 @@ import base64
 import ctypes
 import json
 import os
+import shlex
 import sqlite3
 import stat
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import GDTRUSTAR, Cli, Result, write_jsonl
+from tests.conftest import Cli, Result, console_script, write_jsonl
 from tests.sims.guardduty import make_finding, to_eventbridge
 
 PR_CAPBSET_DROP = 24
@@ -40,10 +40,7 @@ def _obey_file_modes() -> None:
 
 def run_in(cli: Cli, cwd: Path, *args: str, env: dict | None = None) -> Result:
     """The console script run from ``cwd`` by a user who must obey its mode (0555: not writable)."""
-    command = [GDTRUSTAR] if GDTRUSTAR else [sys.executable, "-m", "gdtrustar"]
-    proc = subprocess.run([*command, *args], cwd=cwd, env={**cli.env, **(env or {})}, capture_output=True,
-                          timeout=120, preexec_fn=_obey_file_modes)
-    return Result(proc.returncode, proc.stdout.decode("utf-8", "replace"), proc.stderr.decode("utf-8", "replace"))
+    return cli.subprocess(*args, env=env, cwd=cwd, preexec_fn=_obey_file_modes)
 
 
 @pytest.fixture
@@ -133,11 +130,9 @@ def _stored(sim) -> set[str]:
 def test_a_closed_pipe_stops_quietly_and_loses_nothing_that_was_read(cli, sim, tmp_path):
     docs = events(300)
     path = write_jsonl(tmp_path / "e.jsonl", docs)
-    command = [GDTRUSTAR] if GDTRUSTAR else [sys.executable, "-m", "gdtrustar"]
     reader, writer = os.pipe()
     sim.after(5, "upsert", lambda: os.close(reader))  # the reader goes away while the run is in full swing
-    proc = subprocess.Popen([*command, "send", "--json", "--concurrency", "2", str(path)], cwd=tmp_path,
-                            env=cli.station(sim).env, stdout=writer, stderr=subprocess.PIPE)
+    proc = cli.station(sim).popen("send", "--json", "--concurrency", "2", str(path), stdout=writer)
     os.close(writer)
     stderr = proc.communicate(timeout=120)[1].decode()
     assert proc.returncode == 141, stderr
@@ -156,9 +151,9 @@ def test_a_closed_pipe_stops_quietly_and_loses_nothing_that_was_read(cli, sim, t
 
 def test_send_piped_into_head_exits_quietly(cli, tmp_path):
     path = write_jsonl(tmp_path / "e.jsonl", events(2000))  # far more output than a pipe holds
-    command = GDTRUSTAR or f"{sys.executable} -m gdtrustar"
+    command = shlex.join(console_script())
     proc = subprocess.run(["bash", "-c", f'set -o pipefail; {command} send --dry-run --json "$1" | head -n 1',
-                           "_", str(path)], cwd=tmp_path, env=cli.env, capture_output=True, timeout=120)
+                           "_", str(path)], cwd=tmp_path, env=cli.process_env(), capture_output=True, timeout=120)
     assert proc.returncode == 141, proc.stderr
     assert len(proc.stdout.splitlines()) == 1
     stderr = proc.stderr.decode()

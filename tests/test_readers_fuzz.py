@@ -1,7 +1,7 @@
 """Any input, clear outcome: fuzzing the readers (sources.iter_documents + items.items_from) and the CLI.
 
 Every document must end as a finding or as an ``invalid`` item with a reason and an origin naming the
-file (and line, for JSON Lines); no exception may escape, the console script must print one line per
+file (and line, for JSON Lines); no exception may escape, the CLI must print one line per
 bad document and no traceback, and memory must stay bounded for a 50 MB line.
 """
 
@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from dataclasses import astuple
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,7 @@ from gdtrustar.findings import normalize
 from gdtrustar.items import items_from
 from gdtrustar.mapper import build_report
 from gdtrustar.sources import iter_documents
-from tests.conftest import GDTRUSTAR, base_env
+from tests.conftest import Cli, console_script
 from tests.sims.guardduty import make_finding, to_eventbridge
 from tests.strategies import eventbridge
 
@@ -220,7 +221,7 @@ def test_deep_nesting_inside_a_finding_is_invalid_or_mapped(tmp_path):
     drive([str(path)])
 
 
-# --- the console script ------------------------------------------------------------------------------------
+# --- the CLI: in-process, and the console script where its peak memory is measured --------------------------
 
 # Runs the command in a fresh interpreter and reports that child's peak RSS (ru_maxrss of RUSAGE_CHILDREN
 # is the largest waited-for child, so measuring from pytest's own process would be polluted by earlier tests).
@@ -233,11 +234,10 @@ _PEAK_RSS = (
 
 
 def run_measured(tmp_path: Path, *args: str, env: dict | None = None) -> tuple[int, str, str, int]:
-    """(exit code, stdout, stderr, peak RSS in MB) of ``gdtrustar *args``."""
+    """(exit code, stdout, stderr, peak RSS in MB) of the console script ``gdtrustar *args``."""
     rss_file = tmp_path / "rss"
-    command = [GDTRUSTAR] if GDTRUSTAR else [sys.executable, "-m", "gdtrustar"]
-    proc = subprocess.run([sys.executable, "-c", _PEAK_RSS, str(rss_file), *command, *args], capture_output=True,
-                          cwd=tmp_path, env={**base_env(tmp_path), **(env or {})}, timeout=120)
+    proc = subprocess.run([sys.executable, "-c", _PEAK_RSS, str(rss_file), *console_script(), *args],
+                          capture_output=True, cwd=tmp_path, env=Cli(tmp_path).process_env(env), timeout=120)
     return (proc.returncode, proc.stdout.decode("utf-8", "replace"), proc.stderr.decode("utf-8", "replace"),
             int(rss_file.read_text()) // 1024)
 
@@ -251,7 +251,7 @@ def _problem_origins(stderr: str) -> list[str]:
     return [line[len("gdtrustar: invalid: "):].split(": ", 1)[0] for line in _problem_lines(stderr)]
 
 
-def test_cli_hand_picked_bad_inputs_one_line_each(tmp_path):
+def test_cli_hand_picked_bad_inputs_one_line_each(cli, tmp_path):
     inputs = tmp_path / "in"
     inputs.mkdir()
     (inputs / "a-good.jsonl").write_text(json.dumps(_valid_event(1)) + "\n")
@@ -261,7 +261,7 @@ def test_cli_hand_picked_bad_inputs_one_line_each(tmp_path):
     (inputs / "e-nul.json").write_bytes(b"\x00" * 64)
     (inputs / "f-scalar.jsonl").write_text('"just a string"\n' + json.dumps(_valid_event(3)) + "\n[1, {}]\n")
     (inputs / "g-bom.json").write_bytes(b"\xef\xbb\xbf" + json.dumps(_valid_event(4)).encode())
-    code, out, err, _ = run_measured(tmp_path, "send", "--dry-run", "--json", str(inputs))
+    code, out, err = astuple(cli("send", "--dry-run", "--json", str(inputs)))
     assert code == 1, err
     assert "Traceback" not in err
     records = [json.loads(line) for line in out.split("\n") if line]
@@ -310,7 +310,7 @@ def test_cli_50_mb_finding_keeps_memory_bounded(tmp_path):
 
 
 @pytest.mark.parametrize("bad", ["huge-int-line", "huge-severity", "nan-time", "deep-nesting"])
-def test_cli_one_crashing_document_does_not_abort_the_run(tmp_path, bad):
+def test_cli_one_crashing_document_does_not_abort_the_run(cli, tmp_path, bad):
     lines = [json.dumps(_valid_event(1))]
     if bad == "huge-int-line":
         lines.append("7" * 5000)
@@ -325,7 +325,7 @@ def test_cli_one_crashing_document_does_not_abort_the_run(tmp_path, bad):
     lines.append(json.dumps(_valid_event(3)))
     path = tmp_path / "mixed.jsonl"
     path.write_text("\n".join(lines) + "\n")
-    code, out, err, _ = run_measured(tmp_path, "send", "--dry-run", "--json", str(path))
+    code, out, err = astuple(cli("send", "--dry-run", "--json", str(path)))
     assert code == 1 and "unexpected" not in err, err
     assert [json.loads(line)["action"] for line in out.split("\n") if line] == ["dry-run", "invalid", "dry-run"]
     assert _problem_origins(err) == [f"{path}:2"]

@@ -1,6 +1,6 @@
 """Secrets and files: nothing secret is ever printed or stored, private files are 0600, TLS is always verified.
 
-All through the real console script against the simulators on 127.0.0.1 (the TLS Station is the same
+All through the CLI against the simulators on 127.0.0.1 (the TLS Station is the same
 simulator behind a self-signed certificate generated here).
 """
 
@@ -14,14 +14,13 @@ import shutil
 import ssl
 import stat
 import subprocess
-import sys
 import threading
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 
-from tests.conftest import GDTRUSTAR, Cli, write_jsonl
+from tests.conftest import Cli, Result, write_jsonl
 from tests.sims.guardduty import GuardDutyEmulator, make_finding, to_eventbridge
 from tests.sims.station import StationSim, _Handler, _Server
 from tests.test_fault_storms import records_of
@@ -113,11 +112,9 @@ def test_backfill_at_debug_level_leaks_neither_station_nor_aws_secrets(cli, ssim
 # --- files -------------------------------------------------------------------------------------------------
 
 
-def _run_umask0(cli: Cli, *args: str) -> subprocess.CompletedProcess:
+def _run_umask0(cli: Cli, *args: str) -> Result:
     """The console script with a permissive umask (0): privacy must not depend on the user's umask."""
-    command = [GDTRUSTAR] if GDTRUSTAR else [sys.executable, "-m", "gdtrustar"]
-    return subprocess.run([*command, *args], cwd=cli.tmp_path, env=cli.env, capture_output=True, timeout=120,
-                          preexec_fn=lambda: os.umask(0))
+    return cli.subprocess(*args, preexec_fn=lambda: os.umask(0))
 
 
 def _mode(path: Path) -> int:
@@ -136,13 +133,13 @@ def test_failures_files_and_ledger_are_private_even_with_umask_0(cli, sim, tmp_p
     state = tmp_path / "st" / "ledger.sqlite3"
     first = _run_umask0(cli, "send", "--failures", str(explicit), "--state", str(state), str(events),
                         str(tmp_path / "broken.json"))
-    assert first.returncode == 1, first.stderr
+    assert first.code == 1, first.stderr
     assert len(explicit.read_text().splitlines()) == 7 and _mode(explicit) == 0o600
     # the defaults: a timestamped failures file in the working directory, the ledger under XDG_STATE_HOME
     sim.clear_faults()
     sim.fail_next(1, 400, kinds={"upsert"})
     second = _run_umask0(cli, "send", "--concurrency", "1", str(events))
-    assert second.returncode == 1, second.stderr
+    assert second.code == 1, second.stderr
     defaults = sorted(tmp_path.glob("gdtrustar-failures-*.jsonl"))
     assert len(defaults) == 1 and _mode(defaults[0]) == 0o600
     ledger_dir = tmp_path / "state" / "gdtrustar"

@@ -1,4 +1,4 @@
-"""`gdtrustar send` end to end: the console script, the real SDK, the Station simulator on 127.0.0.1."""
+"""`gdtrustar send` end to end: the CLI (in-process, from the tree), the real SDK, the Station simulator."""
 
 from __future__ import annotations
 
