@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import base64
 import hashlib
+import importlib.metadata
 import io
 import json
 import os
@@ -25,8 +26,18 @@ from typing import Optional
 import boto3
 import pytest
 from botocore.exceptions import ClientError
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
-from gdtrustar.deploy.package import BuildTarget, LambdaPackage, build_package, deterministic_zip
+from gdtrustar.deploy.package import (
+    REQUIREMENTS,
+    RUNTIME_PROVIDED,
+    BuildTarget,
+    DependencyBuilder,
+    LambdaPackage,
+    build_package,
+    deterministic_zip,
+)
 from gdtrustar.deploy.template import StackSpec, build_template, template_body
 from tests.conftest import ROOT, Cli, Result
 
@@ -34,6 +45,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # moto: "not sup
 
 REGION, ACCOUNT = "us-east-1", "123456789012"
 SEED = Path("/work/shared/reference/seed-guardduty-integration.txt")
+CLI_ONLY = {"click", "rich"}  # the handler runs without them (test_unpacked_zip_runs_the_handler_...)
 
 
 # ---------------------------------------------------------------- helpers ("conftest_deploy")
@@ -118,6 +130,35 @@ def test_zip_is_byte_reproducible_sorted_and_stamped(package):
     assert {i.date_time for i in infos} == {(1980, 1, 1, 0, 0, 0)}
     assert {i.external_attr >> 16 for i in infos} == {0o100644}
     assert {i.compress_type for i in infos} == {zipfile.ZIP_DEFLATED}
+
+
+def _pins() -> dict[str, Requirement]:
+    return {canonicalize_name(Requirement(line).name): Requirement(line) for line in REQUIREMENTS}
+
+
+def test_lambda_pins_are_exact_and_within_the_declared_dependency_ranges():
+    """lambda-requirements.txt is derived from pyproject.toml's dependencies, not a second opinion."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    pins = _pins()
+    assert all(len(req.specifier) == 1 and next(iter(req.specifier)).operator == "==" for req in pins.values())
+    declared = [Requirement(line) for line in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "dependencies"]]
+    for req in declared:
+        name = canonicalize_name(req.name)
+        if name in CLI_ONLY or name in RUNTIME_PROVIDED:
+            assert name not in pins, f"{name} is not shipped in the Lambda zip"
+            continue
+        assert name in pins, f"the Lambda needs {name}: pin it in lambda-requirements.txt"
+        version = next(iter(pins[name].specifier)).version
+        assert req.specifier.contains(version, prereleases=True), f"{pins[name]} is outside {req}"
+
+
+def test_pip_resolves_the_lambda_pins_to_exactly_themselves(package):
+    """Installing the pins for the Lambda (with dependencies) added nothing and changed no version."""
+    site = DependencyBuilder().site_dir(BuildTarget("python3.13", "x86_64"))  # built for `package`
+    installed = {canonicalize_name(dist.metadata["Name"]): dist.version
+                 for dist in importlib.metadata.distributions(path=[str(site)])}
+    assert installed == {name: next(iter(req.specifier)).version for name, req in _pins().items()}
 
 
 def test_deterministic_zip_ignores_input_order():

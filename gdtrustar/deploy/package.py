@@ -34,22 +34,20 @@ from gdtrustar.errors import DeployError
 RUNTIMES = {"python3.13": "3.13", "python3.12": "3.12"}
 PLATFORMS = {"x86_64": "manylinux2014_x86_64", "arm64": "manylinux2014_aarch64"}
 
+#: The pinned dependency set the zip ships (package data, one ``name==version`` a line).
+REQUIREMENTS_FILE = Path(__file__).with_name("lambda-requirements.txt")
+
+
+def read_requirements(path: Path = REQUIREMENTS_FILE) -> tuple[str, ...]:
+    """The requirement lines of ``path``, without comments and blank lines."""
+    lines = (line.split("#", 1)[0].strip() for line in path.read_text(encoding="utf-8").splitlines())
+    return tuple(line for line in lines if line)
+
+
 #: Everything the SDK needs, pinned so that two machines build the same bytes.
-REQUIREMENTS = (
-    "trustar==0.4.3",
-    "requests==2.34.2",
-    "urllib3==2.7.0",
-    "idna==3.13",
-    "charset-normalizer==3.4.7",
-    "certifi==2026.5.20",
-    "python-dateutil==2.9.0.post0",
-    "six==1.17.0",
-    "PyYAML==6.0.3",
-    "JSON-log-formatter==1.2.1",
-    "configparser==7.3.0",
-)
+REQUIREMENTS = read_requirements()
 #: Published only as an sdist; built into a (pure-Python) wheel here before the platform install.
-SDIST_ONLY = ("trustar==0.4.3",)
+SDIST_ONLY = tuple(req for req in REQUIREMENTS if req.split("==")[0].strip().lower() == "trustar")
 #: The Lambda runtime ships these; packaging them would only add megabytes.
 RUNTIME_PROVIDED = frozenset({"boto3", "botocore", "s3transfer", "jmespath"})
 #: Bump when the way the dependency folder is made changes, so old caches are not reused.
