@@ -44,7 +44,6 @@ from tests.conftest import ROOT, Cli, Result
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # moto: "not supported by CloudFormation"
 
 REGION, ACCOUNT = "us-east-1", "123456789012"
-SEED = Path("/work/shared/reference/seed-guardduty-integration.txt")
 CLI_ONLY = {"click", "rich"}  # the handler runs without them (test_unpacked_zip_runs_the_handler_...)
 
 
@@ -517,12 +516,8 @@ def _python(version: str) -> Optional[str]:
 
 
 def _seed_event() -> dict:
-    """The seed guide's EventBridge event: from sample_events/, else from the guide's text."""
-    sample = ROOT / "sample_events" / "eventbridge-seed-integration-guide.json"
-    if sample.is_file():
-        return json.loads(sample.read_text())
-    text = SEED.read_text()
-    return json.JSONDecoder().raw_decode(text[text.index('{\n"version"'):])[0]
+    """The seed integration guide's EventBridge event, as kept in sample_events/."""
+    return json.loads((ROOT / "sample_events" / "eventbridge-seed-integration-guide.json").read_text())
 
 
 _HANDLER_SCRIPT = """
