@@ -12,13 +12,9 @@ from __future__ import annotations
 import base64
 import json
 import os
-import shutil
 import signal
-import subprocess
-import sys
 import uuid
 from datetime import date, datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 
@@ -91,11 +87,6 @@ def ids(result) -> set:
 
 def ext(fid: str, enclave: str = "enc-a") -> str:
     return base64.b64encode(f"{enclave}|{fid}".encode()).decode()
-
-
-def console_script() -> list:
-    beside = Path(sys.executable).with_name("gdtrustar")
-    return [str(beside)] if beside.is_file() else [shutil.which("gdtrustar") or "gdtrustar"]
 
 
 # -- listing ---------------------------------------------------------------------------------------------------
@@ -246,9 +237,7 @@ def test_sigkill_mid_object_then_resume_delivers_exactly_once(s3cli, proxy, expo
     holder = {}
     # SIGKILL from inside Station when the 31st write arrives: the middle of the second object
     sim.after(30, "upsert", lambda: os.kill(holder["proc"].pid, signal.SIGKILL))
-    holder["proc"] = proc = subprocess.Popen(
-        [*console_script(), "send", "--json", "--concurrency", "2", export.url()], cwd=tmp_path, env=s3cli.env,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    holder["proc"] = proc = s3cli.popen("send", "--json", "--concurrency", "2", export.url())  # a process to kill
     proc.communicate(timeout=120)
     assert proc.returncode == -signal.SIGKILL
     assert 30 <= len(sim.reports) < 100
