@@ -13,7 +13,7 @@ The bookmark is the highest ``updatedAt`` the detector's listing returned, cappe
 start minus a clock-skew margin (the signpost), stored per (Station, enclaves, region, detector,
 filter). The next run asks GuardDuty only for findings updated at or after it (≥, so equal
 timestamps are re-read and the ledger skips them). It is not moved per page because ListFindings'
-sort by ``updatedAt`` is unconfirmed (api-facts B3): were it ignored, a per-page bookmark could
+sort by ``updatedAt`` is unconfirmed (docs/decisions.md#gd-criteria): were it ignored, a per-page bookmark could
 skip an undelivered older finding after a crash. The ledger is still committed per page, so a
 crash (even SIGKILL) loses at most the page in flight, and the rerun's re-reads cost no Station
 call.

@@ -1,6 +1,6 @@
 """The GuardDuty API side of backfill: detectors, server-side criteria, pages of 50, statistics.
 
-API economy (api-facts B2): ``ListFindings`` returns at most 50 ids a page and ``GetFindings``
+API economy (docs/decisions.md#gd-paging): ``ListFindings`` returns at most 50 ids a page and ``GetFindings``
 takes at most 50 ids, so N findings cost ceil(N/50) calls of each per detector. Pages are fetched
 one ahead on a background thread (``prefetch``) so listing overlaps with delivery, and only two
 pages are ever held. Throttling is left to botocore's standard retry mode with enough attempts to
@@ -66,7 +66,8 @@ class Criteria:
         updated: dict[str, int] = {}
         low = max(x for x in (self.since_ms, since_ms, -1) if x is not None)
         if low >= 0:
-            updated["GreaterThanOrEqual"] = low  # Long operators: epoch ms overflow the Integer ones (B3)
+            # Long operators: epoch ms overflow the Integer ones (docs/decisions.md#gd-criteria)
+            updated["GreaterThanOrEqual"] = low
         if self.until_ms is not None:
             updated["LessThanOrEqual"] = self.until_ms
         if updated:

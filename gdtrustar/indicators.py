@@ -1,6 +1,6 @@
 """How many indicators Station would extract from a report body, counted fast.
 
-Station rejects a report with more than 500 indicators (api-facts A4). ``count_indicators`` is the
+Station rejects a report with more than 500 indicators (docs/decisions.md#indicator-cap). ``count_indicators`` is the
 exact-enough count the mapper trims against; ``indicator_bound`` is a C-speed upper bound that spares
 the count for the common, small finding.
 """

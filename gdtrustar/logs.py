@@ -1,6 +1,6 @@
 """Logging for the CLI and the Lambda: one stderr handler, secrets redacted at every verbosity.
 
-The trustar SDK attaches its own JSON handler writing to *stdout* at INFO (api-facts A15) and
+The trustar SDK attaches its own JSON handler writing to *stdout* at INFO (docs/decisions.md#sdk-logging) and
 parses ``TRUSTAR_LOGGING_LEVEL`` with ``int()`` at import time. ``quiet_sdk`` must therefore run
 before the SDK is imported; ``setup_logging`` then detaches the SDK's handler so its records
 reach ours (stderr, redacted) and stdout stays clean for ``--json``.
@@ -66,7 +66,7 @@ class RedactingFilter(logging.Filter):
 
 
 def quiet_sdk() -> None:
-    """Make the SDK importable and silent: its level variable must be an int (api-facts A15)."""
+    """Make the SDK importable and silent: its level variable must be an int (docs/decisions.md#sdk-logging)."""
     level = os.environ.get("TRUSTAR_LOGGING_LEVEL")
     if level is not None and not level.strip().lstrip("-").isdigit():
         number = logging.getLevelName(level.strip().upper())  # an int for a known name like "DEBUG"

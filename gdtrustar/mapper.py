@@ -7,7 +7,7 @@ path, fields), rendered by the same few defensive helpers, so a missing or oddly
 simply omitted and a new resource family is one more entry. A list longer than ``SUMMARY_ITEMS``
 shows its first entries and "… and N more port probes" in the summary; the appendix keeps them all.
 
-Station rejects a report with more than 500 indicators (api-facts A4; whether the cap is 500 or
+Station rejects a report with more than 500 indicators (docs/decisions.md#indicator-cap; whether the cap is 500 or
 2000 is unconfirmed, so we assume the lower one). Counting is cheap (one ``translate`` and
 ``split``, then a regex over the few candidate words); only a finding over the budget pays for
 trimming, which cuts long lists (port probes, source IPs, signals, ...) with a visible note in
@@ -33,12 +33,14 @@ from gdtrustar.report_layout import OVERVIEW, SECTIONS
 __all__ = ["INDICATOR_BUDGET", "SEVERITY_LABELS", "TITLE_LIMIT", "Report", "build_report", "console_url",
            "count_indicators", "external_id", "severity_label", "to_json"]
 
-#: (lower bound, label), highest first; GuardDuty's bands (api-facts B8). Below 1.0 is "reserved"; we say Low.
+#: (lower bound, label), highest first; GuardDuty's bands (docs/decisions.md#severity-bands).
+#: Below 1.0 is "reserved"; we say Low.
 SEVERITY_LABELS = ((9.0, "Critical"), (7.0, "High"), (4.0, "Medium"), (0.0, "Low"))
-# Station's title limit is UNCONFIRMED (api-facts A13); 256 keeps titles readable and is a common cap.
+# Station's title limit is UNCONFIRMED (docs/decisions.md#report-limits); 256 keeps titles readable and is a common cap.
 TITLE_LIMIT = 256
-URL_LIMIT = 500  # externalUrl "Limit 500 alphanumeric characters" (api-facts A13)
-STRING_LIMIT = 16_384  # longest single value shown; Station's body size limit is UNCONFIRMED (api-facts A13)
+URL_LIMIT = 500  # externalUrl "Limit 500 alphanumeric characters" (docs/decisions.md#report-limits)
+# Longest single value shown; Station's body size limit is UNCONFIRMED (docs/decisions.md#report-limits).
+STRING_LIMIT = 16_384
 INDICATOR_BUDGET = 450  # Station's cap is 500: leave a margin for tokens it counts differently
 SUMMARY_ITEMS = 20  # a list longer than this shows its first 20 in the summary, then "… and N more"
 _CAPS = (200, 100, 50, 20, 10, 5, 2, 1, 0)  # list lengths tried, in order, when a finding is too big
@@ -81,7 +83,7 @@ class Report:
     enclave_id: str
 
     def payload(self) -> dict:
-        """Return the v1.3 report JSON (api-facts A4); an empty timeBegan lets Station use now."""
+        """Return the v1.3 report JSON (docs/decisions.md#report-fields); an empty timeBegan lets Station use now."""
         return {"title": self.title, "reportBody": self.body, "timeBegan": self.time_began or None,
                 "externalTrackingId": self.external_id, "externalUrl": self.external_url,
                 "enclaveIds": [self.enclave_id], "distributionType": "ENCLAVE"}
@@ -119,7 +121,7 @@ def _title(finding: dict) -> str:
 
 
 def _time_began(finding: dict) -> str:
-    """Whole seconds with an explicit offset: the form Station documents (api-facts A4)."""
+    """Whole seconds with an explicit offset: the form Station documents (docs/decisions.md#report-fields)."""
     service = finding.get("service")
     first_seen = service.get("eventFirstSeen") if isinstance(service, dict) else None
     for stamp in (first_seen, finding.get("createdAt"), finding.get("updatedAt")):

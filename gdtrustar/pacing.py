@@ -1,12 +1,12 @@
 """Pacing and back-off for Station calls: a shared token bucket and a capped full-jitter policy.
 
-Station allows a fixed number of API calls per minute per user (api-facts A12); that budget, not
+Station allows a fixed number of API calls per minute per user (docs/decisions.md#rate-limit); that budget, not
 our CPU, is the speed limit. Every worker takes a token from one ``TokenBucket`` before each call,
 so N threads together never exceed the budget and a steady run sees no 429.
 
 Implementation note: the bucket holds ``capacity`` tokens and a spent token comes back one window
 (60 s plus a margin) after it was spent, which is exactly how a windowed server counts ("Request
-limit exceeded for the current time period", A12). A run may therefore use its whole budget at
+limit exceeded for the current time period", same entry). A run may therefore use its whole budget at
 once and then continue at the budget's pace: any window holds at most ``capacity`` calls, whether
 Station counts in fixed minutes or a sliding one. ``capacity`` keeps 1% (at least one call) in
 hand and the window a second longer, for clock and latency differences between us and Station.

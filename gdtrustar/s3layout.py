@@ -1,7 +1,7 @@
 """Where things are in GuardDuty's S3 export: URLs, the key layout, and which folders a run must list.
 
 GuardDuty writes ``[prefix/]AWSLogs/[<org id>/]<account>/GuardDuty/<region>/<YYYY>/<MM>/<DD>/<uuid>.jsonl.gz``
-(reference: guardduty-s3-export.md; one public reader also allows the organisation segment). A
+(docs/decisions.md#s3-export-layout; one public reader also allows the organisation segment). A
 ``send`` URL may point anywhere in that tree: above ``AWSLogs`` (the destination's prefix), at an
 account, a region, a year, month or day, or at one object. ``locate`` says where, as a ``Place``;
 the lister (``s3export.py``) then walks down from there, one level at a time:

@@ -1,6 +1,6 @@
 """The one door to the trustar SDK: it must never be imported before ``quiet_sdk`` ran.
 
-The SDK parses ``TRUSTAR_LOGGING_LEVEL`` with ``int()`` at import time (api-facts A15), so a user's
+The SDK parses ``TRUSTAR_LOGGING_LEVEL`` with ``int()`` at import time (docs/decisions.md#sdk-logging), so a user's
 ``TRUSTAR_LOGGING_LEVEL=WARNING`` would crash any import of it; and unset, it logs INFO to stdout.
 """
 

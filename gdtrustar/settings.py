@@ -29,7 +29,7 @@ from gdtrustar.text import unicode_problem
 DEFAULT_API_ENDPOINT = "https://api.trustar.co/api/1.3"
 DEFAULT_AUTH_ENDPOINT = "https://api.trustar.co/oauth/token"
 DEFAULT_STATION_URL = "https://station.trustar.co"
-DEFAULT_MAX_RATE = 60.0  # Station's per-user limit, calls per minute (api-facts A12)
+DEFAULT_MAX_RATE = 60.0  # Station's per-user limit, calls per minute (docs/decisions.md#rate-limit)
 
 # setting -> environment names in order of preference (new name first, then the old Lambdas' names)
 ENV_NAMES: dict[str, tuple[str, ...]] = {

@@ -1,15 +1,16 @@
 """The TruSTAR side: one SDK client per worker thread, keyed upserts, a retry classifier.
 
-Writes go through the documented ``POST /reports/upsert?idType=external&mode=OVERRIDE`` (api-facts
-A9) using the SDK's own request machinery, so OAuth refresh still applies. Because the write is
-keyed by ``externalTrackingId`` it is safe to repeat after a lost response. A Station without that
-endpoint is detected once (404/405) and the whole run falls back to look-up-then-submit/update,
-which looks up again before every retry, so a lost response never becomes a second report.
+Writes go through the documented ``POST /reports/upsert?idType=external&mode=OVERRIDE``
+(docs/decisions.md#upsert) using the SDK's own request machinery, so OAuth refresh still applies.
+Because the write is keyed by ``externalTrackingId`` it is safe to repeat after a lost response. A
+Station without that endpoint is detected once (404/405) and the whole run falls back to
+look-up-then-submit/update, which looks up again before every retry, so a lost response never
+becomes a second report.
 
-The SDK (api-facts A12, A14) is not thread-safe, has no timeout except on submit, sleeps inside
-``request`` on 429 and crashes on a 429 without ``waitTime``. We therefore build it with
-``max_wait_time=0`` (a 429 with a wait surfaces as an ``HTTPError`` we classify) and pass a timeout
-on every call ourselves; the token call gets one through ``_TimedApiClient``.
+The SDK (docs/decisions.md#sdk-threads and #rate-limit) is not thread-safe, has no timeout except on
+submit, sleeps inside ``request`` on 429 and crashes on a 429 without ``waitTime``. We therefore
+build it with ``max_wait_time=0`` (a 429 with a wait surfaces as an ``HTTPError`` we classify) and
+pass a timeout on every call ourselves; the token call gets one through ``_TimedApiClient``.
 """
 
 from __future__ import annotations
@@ -150,7 +151,7 @@ def _message(response: Any) -> str:
 
 
 def _wait_seconds(response: Any) -> float:
-    """Server's pause: JSON ``waitTime`` in ms (api-facts A12), else Retry-After seconds, else 1 s."""
+    """Server's pause: JSON ``waitTime`` in ms (docs/decisions.md#rate-limit), else Retry-After seconds, else 1 s."""
     try:
         wait_ms = response.json().get("waitTime")
         if wait_ms is not None:
@@ -272,7 +273,7 @@ class StationClient:
 
 
 def _parse_upsert(response: requests.Response) -> tuple[Optional[str], Optional[bool]]:
-    """Report id and whether it existed; the upsert response format is unconfirmed (api-facts A9)."""
+    """Report id and whether it existed; the upsert response format is unconfirmed (docs/decisions.md#upsert)."""
     existed = {201: False}.get(response.status_code)
     try:
         body = response.json()

@@ -2,7 +2,7 @@
 
 ``[prefix/]AWSLogs/[<org>/]<account>/GuardDuty/<region>/<YYYY>/<MM>/<DD>/<uuid>.jsonl.gz``, each
 object gzip'd JSON Lines of bare camelCase findings, SSE-KMS with a key made in moto's KMS
-(reference: guardduty-s3-export.md).
+(docs/decisions.md#s3-export-layout).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """A TruSTAR Station (API v1.3) simulator: a real HTTP server on 127.0.0.1 for tests and benchmarks.
 
-Stdlib only. It speaks what the ``trustar`` SDK 0.4.3 sends (see /work/shared/reference/api-facts.md,
-section A) and answers the way the real server is documented to answer. Where the real behaviour is
+Stdlib only. It speaks what the ``trustar`` SDK 0.4.3 sends (docs/decisions.md, TruSTAR section) and
+answers the way the real server is documented to answer. Where the real behaviour is
 UNCONFIRMED the simulator picks the option that lets tests detect client bugs:
 
 * a submit (``POST /reports``) whose externalTrackingId already exists in the enclave is stored AGAIN as a
@@ -858,7 +858,7 @@ class StationSim:
         internal_id = data.get("id") or data.get("guid")
         if id_type == "external" and not ext:
             return _spring_error(400, "externalTrackingId is required when idType=external", path)
-        # Response body below is an assumption: the real upsert response is UNCONFIRMED (api-facts A9).
+        # Response body below is an assumption: the real upsert response is UNCONFIRMED (docs/decisions.md#upsert).
         with self._lock:  # atomic find-or-create
             existing = None
             if id_type == "external":
