@@ -47,8 +47,8 @@ def test_station_unreachable_at_start_is_exit_1_with_all_of_stdin_in_the_failure
         cli.env["TRUSTAR_API_ENDPOINT"] = f"http://127.0.0.1:{free_port()}/api/1.3"
         cli.env["TRUSTAR_AUTH_ENDPOINT"] = f"http://127.0.0.1:{free_port()}/oauth/token"
     elif how == "dns":
-        cli.env["TRUSTAR_API_ENDPOINT"] = "http://gdtrustar-no-such-host.invalid/api/1.3"
-        cli.env["TRUSTAR_AUTH_ENDPOINT"] = "http://gdtrustar-no-such-host.invalid/oauth/token"
+        cli.env["TRUSTAR_API_ENDPOINT"] = "https://gdtrustar-no-such-host.invalid/api/1.3"
+        cli.env["TRUSTAR_AUTH_ENDPOINT"] = "https://gdtrustar-no-such-host.invalid/oauth/token"
     elif how == "drops":
         sim.outage(mode="drop")
     elif how == "5xx":
@@ -85,7 +85,7 @@ def test_unchanged_findings_stay_unchanged_when_station_is_unreachable_but_the_r
 @pytest.mark.parametrize("setting,value,words", [
     ("TRUSTAR_API_SECRET", "wrong-secret", "TRUSTAR_API_SECRET"),
     ("TRUSTAR_ENCLAVE_IDS", "enc-ro", "cannot create"),
-    ("TRUSTAR_API_ENDPOINT", "http://", "malformed"),
+    ("TRUSTAR_API_ENDPOINT", "https://127.0.0.1:99999/api/1.3", "malformed"),  # no such port
 ])
 def test_what_the_user_must_fix_stays_exit_2(cli, sim, tmp_path, setting, value, words):
     path = write_jsonl(tmp_path / "e.jsonl", events(2))
