@@ -1,7 +1,9 @@
 """The composition root: wires settings, Station clients, ledger, output and failures into a run.
 
 Commands build a ``Run`` and feed it items. The Run checks the settings and the enclave permissions
-before anything is shown, so a configuration error is one line on a clean terminal.
+before anything is shown, so a configuration error is one line on a clean terminal. A Station that
+cannot be reached at start is not a configuration error: the run still reads its input and lists
+every new or changed finding in the failures file without calling Station (exit 1).
 """
 
 from __future__ import annotations
@@ -9,18 +11,18 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional
 
+from gdtrustar import callstate
 from gdtrustar.delivery import INTERRUPTED, Engine, Summary
-from gdtrustar.errors import GdTrustarError
+from gdtrustar.errors import GdTrustarError, RetriableError, StationUnavailableError
 from gdtrustar.failures import FailuresFile, choose_path
 from gdtrustar.items import Item
 from gdtrustar.ledger import Ledger, default_path, open_ledger
 from gdtrustar.output import OUTPUT_CLOSED, Reporter
-from gdtrustar.pacing import TokenBucket
+from gdtrustar.pacing import Pacer, interruptible_sleep
 from gdtrustar.settings import Settings
 from gdtrustar.status import ExitStatus
 
@@ -45,7 +47,10 @@ class Run:
     def __init__(self, settings: Settings, options: RunOptions) -> None:
         self.options = options
         self.ledger: Optional[Ledger] = None
-        self.bucket: Optional[TokenBucket] = None
+        self.pacer: Optional[Pacer] = None
+        self.calls_file: Optional[Path] = None
+        self.unreachable: Optional[str] = None  # why Station could not be reached at start
+        self.stop = threading.Event()  # set by Engine.request_stop: ends every wait at once
         factory = None
         if not options.dry_run:
             settings.require_credentials()
@@ -54,14 +59,7 @@ class Run:
         path, note = choose_path(options.failures, state.parent)  # before anything is attempted
         self.failures = FailuresFile(path, explicit=options.failures is not None, note=note)
         if not options.dry_run:
-            from gdtrustar.station import station_factory  # deferred: the SDK is slow to import
-
-            self.ledger = open_ledger(state, settings.api_endpoint)
-            self.bucket = TokenBucket(settings.max_rate)
-            now = time.time()
-            self.bucket.seed([now - t for t in self.ledger.recent_calls(now - self.bucket.window)])
-            factory = station_factory(settings, self.bucket)
-            factory().check_enclaves(settings.enclave_ids)
+            factory = self._connect(settings, state)
         self.reporter = Reporter(json_mode=options.json, dry_run=options.dry_run, verbosity=options.verbosity,
                                  on_closed=lambda: self.engine.request_stop(OUTPUT_CLOSED))
         self._finished = False
@@ -73,7 +71,33 @@ class Run:
             concurrency=options.concurrency,
             exclude_samples=options.exclude_samples,
             force=options.force,
+            stop=self.stop,
         )
+        if self.unreachable is not None:
+            self.engine.unavailable = StationUnavailableError(f"not attempted: {self.unreachable}")
+            self.reporter.line(f"error: {self.unreachable}; nothing is sent this run")
+
+    def _connect(self, settings: Settings, state: Path) -> Callable[[], Any]:
+        """Ledger, pacer (seeded with this API key's last minute) and the start-up enclave check.
+
+        A Station that cannot be reached (connection refused, DNS, timeouts, 5xx, refused tokens) is a
+        delivery failure, not a configuration error: the run goes on without calls and lists every
+        finding it reads, so stdin is not lost. Rejected credentials, a missing create permission or a
+        malformed URL still raise ``ConfigError`` (exit 2).
+        """
+        from gdtrustar.station import station_factory  # deferred: the SDK is slow to import
+
+        self.ledger = open_ledger(state, settings.api_endpoint)
+        sleep = interruptible_sleep(self.stop)
+        self.pacer = Pacer(settings.max_rate, sleep=sleep)
+        self.calls_file = callstate.state_path(default_path().parent, settings.api_endpoint, settings.api_key or "")
+        callstate.seed(self.pacer, self.calls_file)
+        factory = station_factory(settings, self.pacer, sleep=sleep)
+        try:
+            factory().check_enclaves(settings.enclave_ids)
+        except RetriableError as exc:
+            self.unreachable = f"Station unreachable at start: {exc}"
+        return factory
 
     def _sink(self, outcome) -> None:
         self.failures.add(outcome)  # first: whatever happens to the output, the finding is listed
@@ -146,10 +170,9 @@ class Run:
             raise steps.failure
 
     def _close_ledger(self) -> None:
+        if self.pacer is not None and self.calls_file is not None:  # the next run on this key goes on from here
+            callstate.save(self.pacer, self.calls_file)
         if self.ledger is not None:
-            if self.bucket is not None:  # the next run on this key starts where this one's budget is
-                now = time.time()
-                self.ledger.save_calls([now - age for age in self.bucket.ages()])
             self.ledger.close()
 
     def exit_status(self) -> ExitStatus:
@@ -158,7 +181,7 @@ class Run:
             return ExitStatus.INTERRUPTED
         if self.reporter.closed:
             return ExitStatus.OUTPUT_CLOSED
-        return ExitStatus.UNDELIVERED if summary.problems else ExitStatus.SUCCESS
+        return ExitStatus.UNDELIVERED if summary.problems or self.unreachable else ExitStatus.SUCCESS
 
 
 def stop_reason(error: Optional[BaseException]) -> str:

@@ -44,7 +44,14 @@ SKEW = 15 * 60
 
 
 def backfill(run: Run, targets: list[Target], criteria: Criteria, use_bookmarks: bool) -> None:
-    """Deliver every matching finding of every target; Ctrl-C finishes the page in flight."""
+    """Deliver every matching finding of every target; Ctrl-C finishes the page in flight.
+
+    With Station unreachable at start nothing is read: the bookmarks have not moved, so the next
+    run picks up exactly here (the run still exits 1).
+    """
+    if run.unreachable is not None:
+        run.reporter.line("backfill stopped before reading GuardDuty: bookmarks unchanged, rerun to resume")
+        return
     signpost = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(time.time() - SKEW))
     samples = "samples-excluded" if run.options.exclude_samples else None  # skipped samples are not covered
     scope = f"{run.ledger.station if run.ledger else ''}|{delivery_scope(run.engine.enclave_ids, samples)}"

@@ -10,7 +10,8 @@ with its own SDK client. At most ``2 × concurrency`` writes are in flight, so m
 any input size. Every item ends as exactly one Outcome per enclave: created, updated, unchanged,
 skipped, dry-run, invalid or failed. After ``BREAKER`` consecutive failures Station is considered
 down and the rest is failed without calls, so a long outage fills the failures file quickly instead
-of retrying every finding for minutes.
+of retrying every finding for minutes; a Station unreachable at start (``unavailable``) is not
+called at all. A stop request (Ctrl-C) also sets the ``stop`` event, which ends every wait at once.
 
 The engine does not know where an item came from. When every enclave's outcome of an item is in,
 it settles the item's ``receipt`` (if its source gave it one; see ``checkpoint.py``), which is how
@@ -128,6 +129,7 @@ class Engine:
         exclude_samples: bool = False,
         force: bool = False,
         batch_size: int = 50,
+        stop: Optional[threading.Event] = None,
     ) -> None:
         self.enclave_ids = enclave_ids
         self.sink = sink
@@ -148,6 +150,8 @@ class Engine:
         self._memo: dict[tuple, Delivered] = {}  # rows of this run's writes when there is no ledger
         self._current: Optional[Item] = None
         self.stop_reason: Optional[str] = None
+        self._stop = stop  # set with the stop flag: wakes every worker waiting in the pacer or back-off
+        self.unavailable: Optional[GdTrustarError] = None  # Station unreachable at start: nothing is attempted
 
     # -- public -------------------------------------------------------------------------------
     def run(self, items: Iterable[Item]) -> Summary:
@@ -163,11 +167,13 @@ class Engine:
         return self.summary
 
     def request_stop(self, reason: str = INTERRUPTED) -> None:
-        """Ask the run to stop taking items (safe from a signal handler: sets flags); the first reason wins."""
+        """Ask the run to stop taking items and end every wait (safe from a signal handler); the first reason wins."""
         if self.stop_reason is None:
             self.stop_reason = reason
         if reason == INTERRUPTED:
             self.summary.interrupted = True
+        if self._stop is not None:
+            self._stop.set()
 
     @property
     def stopping(self) -> bool:
@@ -271,6 +277,8 @@ class Engine:
 
     def _write(self, report: Report) -> Any:
         """Runs on a worker thread: never touches the ledger or the sink."""
+        if self.unavailable is not None:
+            return self.unavailable
         if self._consecutive_failures >= BREAKER:
             return GdTrustarError(f"not attempted: Station failed {BREAKER} findings in a row")
         if self.stopping:  # queued but not started when the run stopped: listed, not silently dropped

@@ -9,6 +9,7 @@
   caller that does not know it still keeps the document (as invalid) instead of crashing.
 * ``RetriableError`` / ``PermanentDeliveryError`` come from the Station boundary: the first may
   succeed if repeated (429, 5xx, dropped connections), the second will not (4xx other than 429).
+  A ``RetriableError`` with a ``wait`` is a 429: flow control, paced, never an attempt.
 * ``EndpointMissingError`` tells the Station client to switch to its look-up-then-write fallback.
 
 Foreign exceptions are wrapped where they enter (``raise ... from exc``) so the delivery engine
@@ -53,6 +54,18 @@ class RetriableError(DeliveryError):
         self.wait = wait
 
 
+class DeadlineExceededError(RetriableError):
+    """The next wait (pacing, a 429 pause, back-off) would end after the write's deadline; nothing slept."""
+
+
+class TokenRefusedError(RetriableError):
+    """Station refused fresh OAuth tokens as expired or invalid, more times in a row than one call allows."""
+
+
+class InterruptedWaitError(DeliveryError):
+    """The run was stopped (Ctrl-C) while this write waited for its turn; it was not sent."""
+
+
 class PermanentDeliveryError(DeliveryError):
     """Station rejected the call; repeating it cannot help. ``status`` is the HTTP status."""
 
@@ -66,7 +79,7 @@ class EndpointMissingError(DeliveryError):
 
 
 class StationUnavailableError(DeliveryError):
-    """Station kept failing for many findings in a row; the rest of the run is not attempted."""
+    """Station could not be reached at start (or kept failing): the run's findings are not attempted."""
 
 
 class DeployError(GdTrustarError):

@@ -285,7 +285,7 @@ def test_a_planted_trustar_conf_in_the_working_directory_is_never_read(cli, tmp_
                **_NO_INTERNET}
         result = cli("send", ".", env=env)
         assert planter.calls == [], "the planted file sent the credentials to its own host"
-    assert result.code == 2, result.stderr  # the real Station is out of reach here (a dead proxy)
+    assert result.code == 1, result.stderr  # the real Station is out of reach here (a dead proxy): issue 8, exit 1
     assert API_SECRET not in result.stderr
 
 
@@ -299,7 +299,7 @@ def test_a_named_config_file_never_overrides_endpoints_from_the_environment(cli,
         result = cli("send", "--json", str(events), env=env)
         assert other.calls == [], "the config file's auth endpoint received the credentials"
     # the endpoints came from the environment as a set: the token is asked at the default (https) host
-    assert result.code == 2 and ssim.count("upsert") == 0, result.stderr
+    assert result.code == 1 and ssim.count("upsert") == 0, result.stderr  # unreachable at start: exit 1 (issue 8)
     # ... and a config file that names both endpoints works when the environment names none
     env = {"TRUSTAR_PYTHON_CONFIG_PATH": str(_conf(tmp_path / "ok.conf", ssim)), "TRUSTAR_MAX_RATE": "6000"}
     conf_text = (tmp_path / "ok.conf").read_text().replace("planted-key", API_KEY).replace("planted-secret", API_SECRET)

@@ -136,15 +136,6 @@ def test_token_expiry_mid_run_is_refreshed(cli, sim, tmp_path):
     assert result.actions() == {"created": 3}
 
 
-def test_station_unreachable_at_start_is_one_line_exit_2(cli, sim, tmp_path):
-    path = write_jsonl(tmp_path / "e.jsonl", events(2))
-    sim.outage(mode="drop")
-    result = cli.station(sim)("send", str(path), env={"GDTRUSTAR_RETRY_ATTEMPTS": "2"})
-    assert result.code == 2
-    assert result.stderr.strip().count("\n") == 0 and "Station" in result.stderr
-    assert "Traceback" not in result.stderr
-
-
 @pytest.mark.parametrize("mode", ["error", "drop"])
 def test_outage_mid_run_lists_every_finding_and_replay_delivers(cli, sim, tmp_path, mode):
     fresh = events(15, start=700)

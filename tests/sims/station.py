@@ -12,9 +12,17 @@ UNCONFIRMED the simulator picks the option that lets tests detect client bugs:
 * ``DELETE`` answers 200 with an empty body (UNCONFIRMED).
 
 Fault injection (``fail_next``, ``storm_429``, ``drop_next``, ``lose_response_next``, ``random_faults``,
-``outage``, ``expire_tokens``), a sliding-window rate limit and a latency knob are available while running.
+``outage``, ``expire_tokens``), a rate limit and a latency knob are available while running.
 
-CLI: ``python -m tests.sims.station --port 8765 [--latency 0.05] [--quota 600]``.
+The rate limit (``quota_per_minute`` calls per ``window_seconds``, API calls only, checked after
+authentication) has three counting models, because Station's is unknown (docs/decisions.md#rate-limit):
+``rate_model="sliding"`` (any 60 s, the default), ``"fixed"`` (windows of the clock) and
+``"bucket"`` (a token bucket refilled every second, ``burst`` tokens deep, default one second's worth).
+Each answers 429 with the ``waitTime`` (ms) after which the next call would be admitted. The models
+are plain classes (``SlidingWindow``, ``FixedWindow``, ``TokenBucketLimit``) that take the time as an
+argument, so pacing tests can run them on a scripted clock too.
+
+CLI: ``python -m tests.sims.station --port 8765 [--latency 0.05] [--quota 600] [--model bucket]``.
 """
 
 from __future__ import annotations
@@ -134,6 +142,7 @@ class Call:
     token: str | None  # bearer token presented (None for the token endpoint / no header)
     kind: str  # token, enclaves, upsert, submit, get, put, delete, quotas, other
     fault: str | None = None  # None, "drop", "lost_response", "injected", "random", "outage", "quota"
+    wait_ms: int | None = None  # the waitTime of a 429
 
 
 @dataclass
@@ -175,6 +184,100 @@ def _spring_error(status: int, message: str, path: str) -> _Reply:
     )
 
 
+# --- rate-limit counting models (pure: the caller passes the time) ------------------------------------
+class SlidingWindow:
+    """At most ``quota`` calls in any ``window`` seconds; waitTime until the oldest one leaves it."""
+
+    name = "sliding"
+
+    def __init__(self, quota: int, window: float) -> None:
+        self.quota, self.window = int(quota), float(window)
+        self.hits: collections.deque = collections.deque()
+
+    def admit(self, now: float) -> int | None:
+        """None (admitted, counted) or the waitTime in ms."""
+        hits = self.hits
+        while hits and hits[0] <= now - self.window:
+            hits.popleft()
+        if len(hits) >= self.quota:
+            if not hits:  # quota 0
+                return max(1, int(self.window * 1000))
+            return max(1, math.ceil((hits[0] + self.window - now) * 1000))
+        hits.append(now)
+        return None
+
+    def used(self, now: float) -> tuple[int, float]:
+        """(calls counted now, when the counting period began) for ``/request-quotas``."""
+        while self.hits and self.hits[0] <= now - self.window:
+            self.hits.popleft()
+        return len(self.hits), (self.hits[0] if self.hits else now)
+
+
+class FixedWindow:
+    """At most ``quota`` calls per window ``[k * window, (k + 1) * window)`` of the clock; waitTime to its end."""
+
+    name = "fixed"
+
+    def __init__(self, quota: int, window: float) -> None:
+        self.quota, self.window = int(quota), float(window)
+        self.start, self.count = -math.inf, 0
+
+    def admit(self, now: float) -> int | None:
+        start = math.floor(now / self.window) * self.window
+        if start != self.start:
+            self.start, self.count = start, 0
+        if self.count >= self.quota:
+            return max(1, math.ceil((self.start + self.window - now) * 1000))
+        self.count += 1
+        return None
+
+    def used(self, now: float) -> tuple[int, float]:
+        start = math.floor(now / self.window) * self.window
+        return (self.count if start == self.start else 0), start
+
+
+class TokenBucketLimit:
+    """A bucket of ``burst`` tokens refilled at ``quota / window`` a second (default burst: 1 s worth, >= 1)."""
+
+    name = "bucket"
+
+    def __init__(self, quota: int, window: float, burst: float | None = None) -> None:
+        self.quota, self.window = int(quota), float(window)
+        self.rate = self.quota / self.window
+        self.burst = float(burst) if burst is not None else max(1.0, self.rate)
+        self.tokens, self.last = self.burst, None
+
+    def _refill(self, now: float) -> None:
+        if self.last is not None and self.rate > 0:
+            self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
+        self.last = now if self.last is None else max(self.last, now)
+
+    def admit(self, now: float) -> int | None:
+        self._refill(now)
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return None
+        if self.rate <= 0:
+            return max(1, int(self.window * 1000))
+        return max(1, math.ceil((1.0 - self.tokens) / self.rate * 1000))
+
+    def used(self, now: float) -> tuple[int, float]:
+        self._refill(now)
+        return int(self.burst - self.tokens), now
+
+
+RATE_MODELS = {"sliding": SlidingWindow, "fixed": FixedWindow, "bucket": TokenBucketLimit}
+
+
+def make_limiter(model: str, quota: int, window: float, burst: float | None = None):
+    """A counting model by name: ``sliding`` (default), ``fixed`` or ``bucket``."""
+    if model not in RATE_MODELS:
+        raise ValueError(f"unknown rate model {model!r}: one of {sorted(RATE_MODELS)}")
+    if model == "bucket":
+        return TokenBucketLimit(quota, window, burst)
+    return RATE_MODELS[model](quota, window)
+
+
 class StationSim:
     """In-process TruSTAR Station simulator. Use as a context manager or call start()/stop()."""
 
@@ -187,6 +290,8 @@ class StationSim:
         latency: float = 0.0,
         quota_per_minute: int | None = None,
         window_seconds: float = 60.0,
+        rate_model: str = "sliding",
+        burst: float | None = None,
         upsert_supported: bool = True,
         seed: int = 0,
         host: str = "127.0.0.1",
@@ -229,6 +334,10 @@ class StationSim:
         self._latency = float(latency)
         self._quota = quota_per_minute
         self._window = float(window_seconds)
+        self._rate_model = rate_model
+        self._burst = burst
+        self._limiter = None
+        self._reset_limiter()
         self._upsert_supported = bool(upsert_supported)
         self.token_ttl = float(token_ttl)
         self.max_indicators = int(max_indicators)
@@ -241,7 +350,6 @@ class StationSim:
         self._by_ext: dict[str, list[dict]] = {}  # externalTrackingId -> reports (any enclave), in order
         self._calls: list[Call] = []
         self._tokens: dict[str, float] = {}  # token -> expiry (clock); -inf = force-expired
-        self._window_hits: collections.deque = collections.deque()
         self._rules: list[_Rule] = []
         self._seen: collections.Counter = collections.Counter()
         self._triggers: list[tuple[int, str, Callable[[], None]]] = []
@@ -318,7 +426,7 @@ class StationSim:
     def quota_per_minute(self, value: int | None) -> None:
         with self._lock:
             self._quota = value
-            self._window_hits.clear()
+            self._reset_limiter()
 
     @property
     def window_seconds(self) -> float:
@@ -329,6 +437,24 @@ class StationSim:
     def window_seconds(self, value: float) -> None:
         with self._lock:
             self._window = float(value)
+            self._reset_limiter()
+
+    @property
+    def rate_model(self) -> str:
+        """How the quota is counted: ``sliding`` (default), ``fixed`` windows, or a per-second ``bucket``."""
+        with self._lock:
+            return self._rate_model
+
+    @rate_model.setter
+    def rate_model(self, value: str) -> None:
+        with self._lock:
+            self._rate_model = value
+            self._reset_limiter()
+
+    def _reset_limiter(self) -> None:
+        """A fresh counter (empty window, full bucket) for the current settings. Lock held or in __init__."""
+        self._limiter = (None if self._quota is None
+                         else make_limiter(self._rate_model, self._quota, self._window, self._burst))
 
     @property
     def upsert_supported(self) -> bool:
@@ -562,17 +688,7 @@ class StationSim:
 
     def _check_quota(self, now: float) -> int | None:
         """Admit the call (return None) or return waitTime ms. Lock held."""
-        if self._quota is None:
-            return None
-        hits = self._window_hits
-        while hits and hits[0] <= now - self._window:
-            hits.popleft()
-        if len(hits) >= self._quota:
-            if not hits:  # quota 0
-                return max(1, int(self._window * 1000))
-            return max(1, math.ceil((hits[0] + self._window - now) * 1000))
-        hits.append(now)
-        return None
+        return None if self._limiter is None else self._limiter.admit(now)
 
     # ------------------------------------------------------------------ request handling
     def _handle(self, h: _Handler, method: str) -> None:
@@ -603,22 +719,24 @@ class StationSim:
                     reply = _too_many(wait_ms)
                 else:
                     reply = _spring_error(status, f"Simulated {status} error", path)
-                self._log(method, path, query, status, len(body), now, token, kind, label)
+                self._log(method, path, query, status, len(body), now, token, kind, label,
+                          max(1, int(wait_ms)) if status == 429 else None)
                 h.send(reply)
                 return
             lose = action == "lose"
 
         reply = self._route(method, path, query, body, kind, token, h, now)
+        wait = json.loads(reply.body)["waitTime"] if reply.status == 429 else None
         if reply.status == 429 and label is None:
             label = "quota"
-        self._log(method, path, query, reply.status, len(body), now, token, kind, label)
+        self._log(method, path, query, reply.status, len(body), now, token, kind, label, wait)
         if lose:
             raise _Drop()
         h.send(reply)
 
-    def _log(self, method, path, query, status, body_len, now, token, kind, fault) -> None:
+    def _log(self, method, path, query, status, body_len, now, token, kind, fault, wait_ms=None) -> None:
         with self._lock:
-            self._calls.append(Call(method, path, query, status, body_len, now, token, kind, fault))
+            self._calls.append(Call(method, path, query, status, body_len, now, token, kind, fault, wait_ms))
 
     def _route(self, method, path, query, body: bytes, kind, token, h: _Handler, now: float) -> _Reply:
         if path == TOKEN_PATH:
@@ -746,11 +864,7 @@ class StationSim:
     def _quotas(self, now: float) -> _Reply:
         with self._lock:
             window_ms = int(self._window * 1000)
-            hits = self._window_hits
-            while hits and hits[0] <= now - self._window:
-                hits.popleft()
-            used = len(hits)
-            oldest = hits[0] if hits else now
+            used, oldest = self._limiter.used(now) if self._limiter is not None else (0, now)
         wall = _now_ms()
         last = wall - int((now - oldest) * 1000)
         return _Reply(
@@ -1025,6 +1139,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--latency", type=float, default=0.0, help="seconds added to each request")
     p.add_argument("--quota", type=int, default=None, help="max API calls per window (default: unlimited)")
     p.add_argument("--window", type=float, default=60.0, help="quota window in seconds")
+    p.add_argument("--model", choices=sorted(RATE_MODELS), default="sliding", help="how the quota is counted")
+    p.add_argument("--burst", type=float, default=None, help="bucket model: tokens deep (default 1 s worth)")
     p.add_argument("--no-upsert", action="store_true", help="answer 404 on POST /reports/upsert")
     p.add_argument("--api-key", default="test-key")
     p.add_argument("--api-secret", default="test-secret")
@@ -1035,6 +1151,8 @@ def main(argv: list[str] | None = None) -> int:
         latency=a.latency,
         quota_per_minute=a.quota,
         window_seconds=a.window,
+        rate_model=a.model,
+        burst=a.burst,
         upsert_supported=not a.no_upsert,
         host=a.host,
         port=a.port,
