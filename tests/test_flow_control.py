@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import signal
 import socket
-import subprocess
 import time
 
 import pytest
@@ -21,7 +20,7 @@ from gdtrustar.mapper import build_report
 from gdtrustar.pacing import Backoff, Pacer
 from gdtrustar.settings import Settings
 from gdtrustar.station import StationClient, UpsertSupport
-from tests.conftest import GDTRUSTAR, write_jsonl
+from tests.conftest import write_jsonl
 from tests.sims.guardduty import GuardDutyEmulator, make_finding
 from tests.test_send import assert_exactly_once, events
 
@@ -147,9 +146,7 @@ def test_ctrl_c_ends_a_long_429_pause_at_once(cli, sim, tmp_path):
     sim.storm_429(1, wait_ms=250_000, kinds={"upsert"})  # under the spent-quota limit: everyone pauses 250 s
     sim.after(0, "upsert", lambda: holder["proc"].send_signal(signal.SIGINT))  # Ctrl-C as that 429 is served
     cli.station(sim)
-    holder["proc"] = proc = subprocess.Popen(
-        [GDTRUSTAR, "send", "--json", "--concurrency", "1", "--failures", str(failures), str(path)],
-        cwd=tmp_path, env=cli.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    holder["proc"] = proc = cli.popen("send", "--json", "--concurrency", "1", "--failures", str(failures), str(path))
     out, err = proc.communicate(timeout=60)  # a hang guard: the pause alone would take 250 s
     assert proc.returncode == 130, err.decode()
     records = [json.loads(x) for x in out.decode().split("\n") if x]

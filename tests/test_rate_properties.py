@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +28,7 @@ from typing import Optional
 import pytest
 
 from tests import rates
-from tests.conftest import GDTRUSTAR, Result, base_env, write_jsonl
+from tests.conftest import ROOT, Result, base_env, console_script, write_jsonl
 from tests.sims.guardduty import make_finding, to_eventbridge
 from tests.sims.station import StationSim
 from tests.test_send import assert_exactly_once
@@ -76,10 +75,9 @@ class Scenario:
         self.failures.append(failures)
         env = {**base_env(tmp), "TRUSTAR_API_ENDPOINT": sim.api_endpoint, "TRUSTAR_AUTH_ENDPOINT": sim.auth_endpoint,
                "TRUSTAR_API_KEY": "test-key", "TRUSTAR_API_SECRET": "test-secret", "TRUSTAR_ENCLAVE_IDS": "enc-a",
-               "TRUSTAR_MAX_RATE": str(rate)}
-        command = [GDTRUSTAR] if GDTRUSTAR else [sys.executable, "-m", "gdtrustar"]
-        proc = subprocess.run([*command, "send", "--json", "--state", str(tmp / ledger), "--failures", str(failures),
-                               str(path)], capture_output=True, cwd=tmp, env=env, timeout=600)
+               "TRUSTAR_MAX_RATE": str(rate), "PYTHONPATH": str(ROOT)}
+        command = [*console_script(), "send", "--json", "--state", str(tmp / ledger), "--failures", str(failures)]
+        proc = subprocess.run([*command, str(path)], capture_output=True, cwd=tmp, env=env, timeout=600)
         return Result(proc.returncode, proc.stdout.decode(), proc.stderr.decode())
 
 
