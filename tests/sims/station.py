@@ -36,6 +36,7 @@ import math
 import random
 import re
 import secrets
+import signal
 import socket
 import sys
 import threading
@@ -1157,6 +1158,9 @@ def main(argv: list[str] | None = None) -> int:
         host=a.host,
         port=a.port,
     )
+    stop = threading.Event()  # set by Ctrl-C or SIGTERM at any moment, even before the wait below starts
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
     sim.start()
     print(f"StationSim listening on {sim.url}")
     print(f"  api endpoint:  {sim.api_endpoint}")
@@ -1169,9 +1173,8 @@ def main(argv: list[str] | None = None) -> int:
     print("TRUSTAR_ENCLAVE_IDS=enc-a")
     print("Press Ctrl-C to stop.", flush=True)
     try:
-        threading.Event().wait()
-    except KeyboardInterrupt:
-        pass
+        while not stop.wait(0.5):  # a timed wait lets the interpreter run the signal handler promptly
+            pass
     finally:
         sim.stop()
         print(f"stopped; {len(sim.reports)} reports stored, {len(sim.calls)} calls served", file=sys.stderr)
