@@ -1,20 +1,27 @@
-"""The EventBridge-triggered Lambda: a door of a few lines onto the same pipeline as the CLI.
+"""The Lambda: a door of a few lines onto the same pipeline as the CLI.
+
+Two kinds of event arrive. The stack's event source mapping sends SQS batches from the buffer
+queue (:mod:`gdtrustar.sqs_batch` answers with a partial batch response). A bare EventBridge
+event comes from stacks made before the queue, and from tests: it is delivered, or the handler
+raises so Lambda's retries and the on-failure destination keep it, including a finding the
+mapper cannot render.
 
 Settings come from the environment (the same names as the CLI, old Lambda names included) and
 the API key/secret from ``TRUSTAR_SECRET_ARN`` (Secrets Manager), cached while the container is
-warm for ``TRUSTAR_SECRET_TTL`` seconds (default 300) and fetched again once if Station rejects
-it. The enclave permission check runs once per warm container. Every event is one keyed upsert per
-enclave, with no ledger: EventBridge redelivery is harmless because the write is idempotent.
-
-A non-GuardDuty event or an undelivered finding raises, so Lambda's asynchronous retries and the
-on-failure destination (the dead-letter queue) keep the event.
+warm for ``TRUSTAR_SECRET_TTL`` seconds (default 300) and fetched again when a delivery fails: a
+changed secret gets the failed findings retried at once. The enclave permission check runs once
+per warm container. Each copy paces itself at ``TRUSTAR_MAX_RATE`` divided by
+``GDTRUSTAR_MAX_CONCURRENCY`` (the event source mapping's maximum concurrency), so the copies
+together stay within the stack's budget. There is no ledger: every write is an idempotent keyed
+upsert, so a redelivered message is harmless.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
-from typing import Any, Optional
+from typing import Any, Iterable, Iterator, Optional
 
 from gdtrustar.delivery import Engine, Outcome
 from gdtrustar.errors import DeliveryError, InvalidFindingError
@@ -22,6 +29,7 @@ from gdtrustar.items import Item, items_from
 from gdtrustar.logs import setup_logging
 from gdtrustar.settings import Settings, fetch_secret, load_settings
 from gdtrustar.sources import Document
+from gdtrustar.sqs_batch import deadline_from, handle_batch, is_sqs_batch
 from gdtrustar.station import station_factory
 
 _runtime: Optional[_Runtime] = None
@@ -32,7 +40,9 @@ class _Runtime:
 
     def __init__(self) -> None:
         setup_logging(int(os.environ.get("GDTRUSTAR_VERBOSITY", "0")))
-        self.base: Settings = load_settings()
+        base = load_settings()
+        copies = max(1, int(os.environ.get("GDTRUSTAR_MAX_CONCURRENCY", "1") or "1"))
+        self.base: Settings = dataclasses.replace(base, max_rate=base.max_rate / copies)
         self.ttl = float(os.environ.get("TRUSTAR_SECRET_TTL", "300"))
         self.fetched_at = 0.0
         self.client: Any = None
@@ -54,35 +64,62 @@ class _Runtime:
             self.settings, self.client = settings, client
         return self.client
 
+    def deliver(self, items: Iterable[Item], deadline: Optional[float]) -> list[Outcome]:
+        """Deliver through the shared engine; failures are retried once only if the secret changed."""
+        seen: list[Item] = []
+        outcomes = self._run(self.station(), _tap(items, seen), deadline)
+        failed = {o.finding_id for o in outcomes if o.action == "failed"}
+        if failed and self.base.secret_arn:
+            before = self.client
+            if self.station(force=True) is not before:  # rotated: the failures may be auth failures
+                retry = [i for i in seen if i.finding and i.finding["id"] in failed]
+                again = {o.finding_id: o for o in self._run(self.client, retry, deadline)}
+                outcomes = [again.get(o.finding_id, o) if o.finding_id in failed else o for o in outcomes]
+        return outcomes
 
-def _deliver(runtime: _Runtime, items: list[Item], force_secret: bool) -> list[Outcome]:
-    client = runtime.station(force=force_secret)
-    outcomes: list[Outcome] = []
-    engine = Engine(enclave_ids=runtime.settings.enclave_ids, sink=outcomes.append,
-                    client_factory=lambda: client, concurrency=1)
-    engine.run(items)
-    return outcomes
+    def _run(self, client: Any, items: Iterable[Item], deadline: Optional[float]) -> list[Outcome]:
+        client.deadline = deadline  # StationClient: no wait ends after it (pacing, 429, back-off)
+        outcomes: list[Outcome] = []
+        engine = Engine(enclave_ids=self.settings.enclave_ids, sink=outcomes.append,
+                        client_factory=lambda: client, concurrency=1)
+        engine.run(items)
+        return outcomes
 
 
-def handler(event: dict, context: Any = None) -> dict:
-    """Deliver one EventBridge GuardDuty event; raise so Lambda retries what was not delivered."""
-    global _runtime
-    if _runtime is None:
-        _runtime = _Runtime()
-    items = list(items_from([Document(f"event {event.get('id', '?') if isinstance(event, dict) else '?'}", event)]))
+def _tap(items: Iterable[Item], seen: list) -> Iterator[Item]:
+    """Pass items through lazily (the deadline is checked as the engine pulls) and keep them."""
+    for item in items:
+        seen.append(item)
+        yield item
+
+
+def _bare_event(runtime: _Runtime, event: Any, context: Any) -> dict:
+    """One EventBridge event (old stacks): deliver it or raise, so Lambda retries or dead-letters it."""
+    origin = f"event {event.get('id', '?') if isinstance(event, dict) else '?'}"
+    items = list(items_from([Document(origin, event)]))
     invalid = [item for item in items if item.finding is None]
     if invalid or not items:
         raise InvalidFindingError(invalid[0].error if invalid else "event holds no GuardDuty finding")
-    outcomes = _deliver(_runtime, items, force_secret=False)
-    if any(o.action == "failed" for o in outcomes) and _runtime.base.secret_arn:
-        outcomes = _deliver(_runtime, items, force_secret=True)  # the secret may have been rotated
-    failed = [o for o in outcomes if o.action == "failed"]
-    if failed:
-        first = failed[0]
-        raise DeliveryError(f"finding {first.finding_id} not delivered to {first.enclave_id}: {first.error}")
+    outcomes = runtime.deliver(items, deadline_from(context, time.monotonic))
+    for outcome in outcomes:
+        if outcome.action == "invalid":  # a finding the mapper cannot render: dead-letter it, never drop it
+            raise InvalidFindingError(f"finding {outcome.finding_id}: {outcome.error}")
+        if outcome.action == "failed":
+            raise DeliveryError(f"finding {outcome.finding_id} not delivered to {outcome.enclave_id}: "
+                                f"{outcome.error}")
     first = outcomes[0]
     return {"finding_id": first.finding_id, "action": first.action, "report_id": first.report_id,
             "results": [o.record() for o in outcomes]}
+
+
+def handler(event: dict, context: Any = None) -> dict:
+    """An SQS batch (partial batch response) or a bare EventBridge event (raises if undelivered)."""
+    global _runtime
+    if _runtime is None:
+        _runtime = _Runtime()
+    if is_sqs_batch(event):
+        return handle_batch(event, context, _runtime.deliver)
+    return _bare_event(_runtime, event, context)
 
 
 def clear_cache() -> None:

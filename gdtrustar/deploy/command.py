@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
 import click
 
+from gdtrustar.budget import key_fingerprint
 from gdtrustar.deploy.apply import Applier, DisplayOnlyApplier, stack_outputs
 from gdtrustar.deploy.package import PLATFORMS, RUNTIMES, BuildTarget, DependencyBuilder, build_package
 from gdtrustar.deploy.plan import Planner, SecretSpec
-from gdtrustar.deploy.template import StackSpec, build_template, template_body
+from gdtrustar.deploy.queues import MAX_CONCURRENCY
+from gdtrustar.deploy.template import TOPIC_ARN_PATTERN, StackSpec, build_template, template_body
 from gdtrustar.errors import ConfigError, DeployError
 from gdtrustar.options import SEVERITY, settings_from, station_options, verbosity_options
 from gdtrustar.settings import Settings
@@ -40,7 +43,8 @@ def _session(profile: Optional[str], region: Optional[str]) -> Any:
     return session
 
 
-def _stack_parameters(settings: Settings, secret_arn: Optional[str], bucket: str, key: str) -> dict[str, str]:
+def _stack_parameters(settings: Settings, secret_arn: Optional[str], bucket: str, key: str,
+                      alarm_topic: Optional[str] = None) -> dict[str, str]:
     params = {
         "CodeS3Bucket": bucket,
         "CodeS3Key": key,
@@ -52,7 +56,11 @@ def _stack_parameters(settings: Settings, secret_arn: Optional[str], bucket: str
     }
     if secret_arn:
         params["SecretArn"] = secret_arn
-    return {k: v for k, v in params.items() if v}
+    params = {k: v for k, v in params.items() if v}
+    # Always passed, even empty, so a redeploy compares equal to what the stack holds.
+    params["KeyFingerprint"] = key_fingerprint(settings.api_endpoint, settings.api_key)
+    params["AlarmTopicArn"] = alarm_topic or ""
+    return params
 
 
 def _secret_spec(settings: Settings, secret_arn: Optional[str], function_name: str) -> SecretSpec:
@@ -66,7 +74,7 @@ def _secret_spec(settings: Settings, secret_arn: Optional[str], function_name: s
 
 
 def write_template(spec: StackSpec, settings: Settings, secret_arn: Optional[str], out: Path,
-                   builder: DependencyBuilder) -> Path:
+                   builder: DependencyBuilder, alarm_topic: Optional[str] = None) -> Path:
     """Write the template and, beside it, the zip it names; deploy nothing.
 
     The parameters default to what this machine knows (the zip's name, the enclaves, endpoints and
@@ -75,7 +83,7 @@ def write_template(spec: StackSpec, settings: Settings, secret_arn: Optional[str
     package = build_package(BuildTarget(spec.runtime, spec.architecture), builder)
     zip_path = out.parent / package.filename
     zip_path.write_bytes(package.data)
-    defaults = _stack_parameters(settings, secret_arn or settings.secret_arn, "", package.filename)
+    defaults = _stack_parameters(settings, secret_arn or settings.secret_arn, "", package.filename, alarm_topic)
     out.write_text(template_body(build_template(spec, defaults)) + "\n")
     _echo(f"wrote {out} and {zip_path} ({package.size / 1e6:.2f} MB); nothing was deployed")
     _echo(f"upload {zip_path.name} to your bucket and deploy the template with CodeS3Bucket=<bucket>")
@@ -83,7 +91,8 @@ def write_template(spec: StackSpec, settings: Settings, secret_arn: Optional[str
 
 
 def deploy(spec: StackSpec, settings: Settings, session: Any, *, secret_arn: Optional[str],
-           bucket: Optional[str], dry_run: bool, builder: DependencyBuilder) -> dict[str, str]:
+           bucket: Optional[str], dry_run: bool, builder: DependencyBuilder,
+           alarm_topic: Optional[str] = None) -> dict[str, str]:
     """Build, plan and apply (or only display) one deployment; return the stack outputs."""
     settings.require_enclaves()
     secret = _secret_spec(settings, secret_arn, spec.function_name)
@@ -98,7 +107,7 @@ def deploy(spec: StackSpec, settings: Settings, session: Any, *, secret_arn: Opt
     plan = planner.plan_code(bucket, session.region_name, key, package)
     secret_actions, arn = planner.plan_secret(secret)
     plan += secret_actions
-    params = _stack_parameters(settings, arn, bucket, key)
+    params = _stack_parameters(settings, arn, bucket, key, alarm_topic)
     plan += planner.plan_stack(spec.stack_name, template_body(build_template(spec)), params)
     applier = DisplayOnlyApplier(_echo) if dry_run else Applier(s3, secrets, cfn, _echo)
     applier.apply(plan)
@@ -129,6 +138,8 @@ def delete(spec: StackSpec, session: Any, *, delete_secret: bool, dry_run: bool)
 @click.option("--architecture", type=click.Choice(sorted(PLATFORMS)), default="x86_64", show_default=True)
 @click.option("--secret-arn", metavar="ARN",
               help="Use this existing secret ({\"api_key\",\"api_secret\"}) instead of storing one.")
+@click.option("--alarm-topic", metavar="ARN", callback=lambda ctx, param, value: _topic_arn(value),
+              help="SNS topic notified by the dead-letter and queue-age alarms.")
 @click.option("--artifacts-bucket", metavar="BUCKET",
               help="Bucket for the zip (default gdtrustar-artifacts-<account>-<region>, created if missing).")
 @click.option("--template-out", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
@@ -143,7 +154,10 @@ def delete(spec: StackSpec, session: Any, *, delete_secret: bool, dry_run: bool)
 def deploy_lambda(**kwargs: Any) -> None:
     """Deploy the GuardDuty → TruSTAR Lambda with CloudFormation (idempotent).
 
-    The API key and secret go to Secrets Manager, never into the function's environment.
+    EventBridge → encrypted SQS buffer queue → the function (at most 2 copies) → Station; what
+    cannot be delivered ends in the dead-letter queue (`gdtrustar redrive` brings it back). The API
+    key and secret go to Secrets Manager, never into the function's environment. --max-rate is
+    this stack's share of the key's quota; a CLI run on the same key uses another share.
     """
     settings = settings_from(kwargs)
     spec = StackSpec(function_name=kwargs["function_name"], runtime=kwargs["runtime"],
@@ -152,7 +166,8 @@ def deploy_lambda(**kwargs: Any) -> None:
         raise click.UsageError("--delete-secret only goes with --delete")
     builder = DependencyBuilder(kwargs["cache_dir"])
     if kwargs["template_out"]:
-        write_template(spec, settings, kwargs["secret_arn"], kwargs["template_out"], builder)
+        write_template(spec, settings, kwargs["secret_arn"], kwargs["template_out"], builder,
+                       kwargs["alarm_topic"])
         return
     with _aws_errors():
         session = _session(kwargs["profile"], kwargs["region"])
@@ -160,9 +175,22 @@ def deploy_lambda(**kwargs: Any) -> None:
             delete(spec, session, delete_secret=kwargs["delete_secret"], dry_run=kwargs["dry_run"])
             return
         outputs = deploy(spec, settings, session, secret_arn=kwargs["secret_arn"],
-                         bucket=kwargs["artifacts_bucket"], dry_run=kwargs["dry_run"], builder=builder)
+                         bucket=kwargs["artifacts_bucket"], dry_run=kwargs["dry_run"], builder=builder,
+                         alarm_topic=kwargs["alarm_topic"])
     if outputs:
         click.echo(json.dumps(outputs, indent=2, sort_keys=True))
+
+
+for _param in deploy_lambda.params:
+    if _param.name == "max_rate":
+        _param.help = ("This stack's share of the API key's Station quota, calls/min, shared by the function's "
+                       f"{MAX_CONCURRENCY} copies (default 60; a CLI run on the same key needs its own share).")
+
+
+def _topic_arn(value: Optional[str]) -> Optional[str]:
+    if value and not re.match(TOPIC_ARN_PATTERN, value):
+        raise click.BadParameter(f"{value!r} is not an SNS topic ARN", param_hint="--alarm-topic")
+    return value
 
 
 @contextlib.contextmanager

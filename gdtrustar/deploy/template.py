@@ -6,14 +6,24 @@ the shape of the resources (function name, runtime, architecture, severity filte
 the template: a numeric EventBridge match needs a JSON number, and a ``Number`` parameter would
 arrive as a string.
 
+The live path is EventBridge rule → encrypted SQS buffer queue → event source mapping (at most
+``MAX_CONCURRENCY`` copies, batches of 10, partial batch responses) → function; the buffer queue
+redrives to the dead-letter queue, which also catches what EventBridge cannot deliver. See
+:mod:`~gdtrustar.deploy.queues` for those resources and their sizes.
+
 Least privilege, resource by resource:
 
-* the execution role may write to its own log group, read its one secret, and send to its one
-  dead-letter queue; the last is needed because Lambda delivers on-failure destination records
-  *as the function's execution role*;
-* the queue policy admits exactly two senders: EventBridge on behalf of this rule
-  (``aws:SourceArn``) and the function's execution role;
-* EventBridge may invoke the function only from this rule.
+* the execution role may write to its own log group, read its one secret, read and delete on its
+  one buffer queue, and decrypt with its one queue key;
+* each queue policy admits one sender: EventBridge on behalf of this rule (``aws:SourceArn``);
+* nothing may invoke the function directly: the event source mapping polls as the role.
+
+Migrating a stack made before the queue (rule → function, asynchronous invoke) loses no event:
+the rule ``DependsOn`` the queue policies and the event source mapping, so CloudFormation creates
+the key, the queues, their policies and the mapping (and updates role and function) before it
+switches the rule's target; the target keeps its id, so EventBridge replaces it in place rather
+than removing one and adding another. The old invoke permission and on-failure configuration are
+removed resources, which CloudFormation deletes only in the cleanup phase, after every update.
 """
 
 from __future__ import annotations
@@ -22,12 +32,14 @@ import dataclasses
 import json
 from typing import Any, Mapping, Optional
 
+from gdtrustar.deploy.queues import MAX_CONCURRENCY, TIMEOUT_SECONDS, arn, queue_resources, role_statements
+
 HANDLER = "gdtrustar.lambda_handler.handler"
-TIMEOUT_SECONDS = 120
 MEMORY_MB = 256
 LOG_RETENTION_DAYS = 90
-ASYNC_RETRIES = 2  # Lambda's own retries of an async invoke that raised (0-2)
-DLQ_RETENTION_SECONDS = 14 * 24 * 3600  # SQS maximum: two weeks to notice and replay
+# Kept from stacks made before the buffer queue: with the same id, EventBridge replaces the target
+# in place (PutTargets) instead of removing the function and adding the queue as two steps.
+TARGET_ID = "gdtrustar-function"
 PARAMETER_ENV = {  # template parameter -> the environment variable the handler reads
     "EnclaveIds": "TRUSTAR_ENCLAVE_IDS",
     "ApiEndpoint": "TRUSTAR_API_ENDPOINT",
@@ -36,7 +48,9 @@ PARAMETER_ENV = {  # template parameter -> the environment variable the handler 
     "MaxRate": "TRUSTAR_MAX_RATE",
     "SecretArn": "TRUSTAR_SECRET_ARN",
 }
+CONCURRENCY_ENV = "GDTRUSTAR_MAX_CONCURRENCY"  # each copy paces at TRUSTAR_MAX_RATE / this
 SECRET_ARN_PATTERN = r"^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:.+$"
+TOPIC_ARN_PATTERN = r"^$|^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_.-]+$"
 _PARAMETER_DOCS = {
     "CodeS3Bucket": "S3 bucket holding the Lambda zip.",
     "CodeS3Key": "S3 key of the Lambda zip (named by its SHA-256).",
@@ -45,8 +59,13 @@ _PARAMETER_DOCS = {
     "ApiEndpoint": "TruSTAR API base URL.",
     "AuthEndpoint": "TruSTAR OAuth token URL.",
     "StationUrl": "TruSTAR Station web URL (for links in reports).",
-    "MaxRate": "Station calls per minute allowed to each running copy of the function.",
+    "MaxRate": "This stack's share of the API key's Station quota, in calls per minute, shared by all "
+               "copies of the function; the CLI's --max-rate is another share of the same quota.",
+    "KeyFingerprint": "HMAC-SHA256 fingerprint of the API key (never the key), so gdtrustar backfill can "
+                      "tell that it shares this stack's quota; empty if unknown.",
+    "AlarmTopicArn": "SNS topic for the queue alarms (empty: alarms without notifications).",
 }
+OPTIONAL_PARAMETERS = ("KeyFingerprint", "AlarmTopicArn")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,10 +98,6 @@ def event_pattern(min_severity: Optional[float]) -> dict[str, Any]:
     return pattern
 
 
-def _arn(resource: str) -> dict[str, str]:
-    return {"Fn::GetAtt": [resource, "Arn"]}
-
-
 def _role(spec: StackSpec) -> dict[str, Any]:
     account = "${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}"
     log_arn = f"arn:{account}:log-group:{spec.log_group_name}"
@@ -91,8 +106,7 @@ def _role(spec: StackSpec) -> dict[str, Any]:
          "Resource": {"Fn::Sub": f"{log_arn}:*"}},
         {"Sid": "OwnSecret", "Effect": "Allow", "Action": "secretsmanager:GetSecretValue",
          "Resource": {"Ref": "SecretArn"}},
-        {"Sid": "OnFailureDestination", "Effect": "Allow", "Action": "sqs:SendMessage",
-         "Resource": _arn("DeadLetterQueue")},
+        *role_statements(),
     ]
     return {
         "Type": "AWS::IAM::Role",
@@ -121,41 +135,32 @@ def _function(spec: StackSpec) -> dict[str, Any]:
             "Architectures": [spec.architecture],
             "Timeout": TIMEOUT_SECONDS,
             "MemorySize": MEMORY_MB,
-            "Role": _arn("ExecutionRole"),
+            "Role": arn("ExecutionRole"),
             "Code": {"S3Bucket": {"Ref": "CodeS3Bucket"}, "S3Key": {"Ref": "CodeS3Key"}},
-            "Environment": {"Variables": {env: {"Ref": name} for name, env in PARAMETER_ENV.items()}},
+            "Environment": {"Variables": {**{env: {"Ref": name} for name, env in PARAMETER_ENV.items()},
+                                          CONCURRENCY_ENV: str(MAX_CONCURRENCY)}},
         },
     }
 
 
-def _queue_policy() -> dict[str, Any]:
-    statements = [
-        {"Sid": "EventBridgeRuleDeadLetters", "Effect": "Allow",
-         "Principal": {"Service": "events.amazonaws.com"}, "Action": "sqs:SendMessage",
-         "Resource": _arn("DeadLetterQueue"),
-         "Condition": {"ArnEquals": {"aws:SourceArn": _arn("FindingsRule")}}},
-        {"Sid": "LambdaOnFailureDestination", "Effect": "Allow",
-         "Principal": {"AWS": _arn("ExecutionRole")}, "Action": "sqs:SendMessage",
-         "Resource": _arn("DeadLetterQueue")},
-    ]
-    return {
-        "Type": "AWS::SQS::QueuePolicy",
-        "Properties": {"Queues": [{"Ref": "DeadLetterQueue"}],
-                       "PolicyDocument": {"Version": "2012-10-17", "Statement": statements}},
-    }
+def rule_name(spec: StackSpec) -> str:
+    """The rule's name (its ARN is built from it, see :func:`~gdtrustar.deploy.queues.rule_arn`)."""
+    return f"{spec.function_name}-findings"
 
 
 def _rule(spec: StackSpec) -> dict[str, Any]:
     target = {
-        "Id": "gdtrustar-function",
-        "Arn": _arn("Function"),
-        "DeadLetterConfig": {"Arn": _arn("DeadLetterQueue")},
+        "Id": TARGET_ID,
+        "Arn": arn("BufferQueue"),
+        "DeadLetterConfig": {"Arn": arn("DeadLetterQueue")},
         "RetryPolicy": {"MaximumRetryAttempts": 185, "MaximumEventAgeInSeconds": 86400},
     }
     return {
         "Type": "AWS::Events::Rule",
-        "Properties": {"Name": f"{spec.function_name}-findings",
-                       "Description": "GuardDuty findings to the gdtrustar function",
+        # Switch targets last: everything the queue path needs must exist before the first event.
+        "DependsOn": ["BufferQueuePolicy", "DeadLetterQueuePolicy", "QueueEventSource"],
+        "Properties": {"Name": rule_name(spec),
+                       "Description": "GuardDuty findings to the gdtrustar buffer queue",
                        "EventPattern": event_pattern(spec.min_severity), "State": "ENABLED",
                        "Targets": [target]},
     }
@@ -163,32 +168,27 @@ def _rule(spec: StackSpec) -> dict[str, Any]:
 
 def _resources(spec: StackSpec) -> dict[str, Any]:
     return {
-        "DeadLetterQueue": {"Type": "AWS::SQS::Queue", "Properties": {
-            "QueueName": f"{spec.function_name}-dlq", "SqsManagedSseEnabled": True,
-            "MessageRetentionPeriod": DLQ_RETENTION_SECONDS}},
-        "DeadLetterQueuePolicy": _queue_policy(),
+        **queue_resources(spec.function_name, rule_name(spec)),
         "LogGroup": {"Type": "AWS::Logs::LogGroup", "Properties": {
             "LogGroupName": spec.log_group_name, "RetentionInDays": spec.log_retention_days}},
         "ExecutionRole": _role(spec),
         "Function": _function(spec),
-        "AsyncInvokeConfig": {"Type": "AWS::Lambda::EventInvokeConfig", "Properties": {
-            "FunctionName": {"Ref": "Function"}, "Qualifier": "$LATEST",
-            "MaximumRetryAttempts": ASYNC_RETRIES,
-            "DestinationConfig": {"OnFailure": {"Destination": _arn("DeadLetterQueue")}}}},
         "FindingsRule": _rule(spec),
-        "InvokePermission": {"Type": "AWS::Lambda::Permission", "Properties": {
-            "Action": "lambda:InvokeFunction", "FunctionName": _arn("Function"),
-            "Principal": "events.amazonaws.com", "SourceArn": _arn("FindingsRule")}},
     }
 
 
 _OUTPUTS = {
     "FunctionName": ({"Ref": "Function"}, "The Lambda function"),
-    "FunctionArn": (_arn("Function"), "The Lambda function's ARN"),
-    "RuleArn": (_arn("FindingsRule"), "The EventBridge rule sending GuardDuty findings"),
-    "DeadLetterQueueUrl": ({"Ref": "DeadLetterQueue"}, "Events that could not be delivered or processed"),
-    "DeadLetterQueueArn": (_arn("DeadLetterQueue"), "ARN of the dead-letter queue"),
-    "ExecutionRoleArn": (_arn("ExecutionRole"), "The function's execution role"),
+    "FunctionArn": (arn("Function"), "The Lambda function's ARN"),
+    "RuleArn": (arn("FindingsRule"), "The EventBridge rule sending GuardDuty findings"),
+    "BufferQueueUrl": ({"Ref": "BufferQueue"}, "Findings waiting for the function (backfill --via-queue sends here)"),
+    "BufferQueueArn": (arn("BufferQueue"), "ARN of the buffer queue"),
+    "DeadLetterQueueUrl": ({"Ref": "DeadLetterQueue"}, "Findings that could not be delivered (gdtrustar redrive)"),
+    "DeadLetterQueueArn": (arn("DeadLetterQueue"), "ARN of the dead-letter queue"),
+    "QueueKeyArn": (arn("QueueKey"), "KMS key encrypting both queues"),
+    "EventSourceMappingId": ({"Ref": "QueueEventSource"}, "The buffer queue's event source mapping"),
+    "KeyFingerprint": ({"Ref": "KeyFingerprint"}, "Fingerprint of the API key this stack uses (not the key)"),
+    "ExecutionRoleArn": (arn("ExecutionRole"), "The function's execution role"),
     "LogGroupName": ({"Ref": "LogGroup"}, "The function's log group"),
 }
 
@@ -202,10 +202,14 @@ def build_template(spec: StackSpec, defaults: Optional[Mapping[str, str]] = None
         if name in defaults:
             parameters[name]["Default"] = defaults[name]
     parameters["SecretArn"]["AllowedPattern"] = SECRET_ARN_PATTERN
+    parameters["AlarmTopicArn"]["AllowedPattern"] = TOPIC_ARN_PATTERN
+    for name in OPTIONAL_PARAMETERS:
+        parameters[name].setdefault("Default", "")
     return {
         "AWSTemplateFormatVersion": "2010-09-09",
         "Description": f"gdtrustar: GuardDuty findings to TruSTAR Station ({spec.function_name})",
         "Parameters": parameters,
+        "Conditions": {"HasAlarmTopic": {"Fn::Not": [{"Fn::Equals": [{"Ref": "AlarmTopicArn"}, ""]}]}},
         "Resources": _resources(spec),
         "Outputs": {key: {"Value": value, "Description": doc} for key, (value, doc) in _OUTPUTS.items()},
     }

@@ -1,0 +1,137 @@
+"""One SQS batch from the buffer queue: parse, de-duplicate, deliver before the deadline, report.
+
+The Lambda's event source mapping hands the function up to 10 messages whose bodies are the
+EventBridge events the rule sent (or, after ``gdtrustar redrive`` of a stack's old dead-letter
+queue, Lambda on-failure records wrapping them). The function answers with a partial batch
+response: the ids of the messages that must come back. SQS deletes the rest.
+
+Rules, in the order they apply:
+
+* A body that is not JSON, not a GuardDuty finding, or a finding the mapper cannot render is one
+  log line and a batch item failure *every* time: after ``maxReceiveCount`` receives SQS moves it
+  to the dead-letter queue. Nothing is deleted silently.
+* Two messages for the same finding cost one Station call: the latest ``updatedAt`` is delivered
+  (the later message on a tie) and every message of that finding shares its outcome.
+* The deadline is the invocation's remaining time less ``SAFETY_SECONDS``. No finding is started
+  after it, and the Station client's waits end before it (``StationClient.deadline``). What was
+  not delivered in time, or got a 429 it could not wait out, goes back as a failure.
+* Nothing here raises for a partial failure: a raise would fail, and redeliver, the whole batch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator, Optional
+
+from gdtrustar.delivery import Item, Outcome, items_from
+from gdtrustar.sources import Document
+
+log = logging.getLogger(__name__)
+SAFETY_SECONDS = 10.0  # time kept to return the response after the last write
+DELIVERED = ("created", "updated", "unchanged")
+
+#: ``deliver(items, deadline)`` → outcomes: the Lambda's shared delivery path (one Station client).
+Deliver = Callable[[Iterable[Item], Optional[float]], list]
+
+
+@dataclass
+class Message:
+    """One SQS record: its id and the items its body holds (an invalid item says why)."""
+
+    message_id: str
+    items: list = field(default_factory=list)
+
+
+def is_sqs_batch(event: Any) -> bool:
+    """An event source mapping's event: ``Records`` from ``aws:sqs``."""
+    records = event.get("Records") if isinstance(event, dict) else None
+    return isinstance(records, list) and bool(records) and all(
+        isinstance(r, dict) and r.get("eventSource") == "aws:sqs" for r in records)
+
+
+def parse(record: dict) -> Message:
+    """The items in one record's body; a body that holds no finding becomes one invalid item."""
+    message_id = str(record.get("messageId") or "")
+    origin = f"sqs message {message_id}"
+    try:
+        body = json.loads(record.get("body") or "")
+    except (ValueError, RecursionError, TypeError) as exc:
+        return Message(message_id, [Item(origin, error=f"body is not JSON: {str(exc)[:120]}")])
+    items = list(items_from([Document(origin, _unwrap(body))]))
+    return Message(message_id, items or [Item(origin, error="body holds no GuardDuty finding")])
+
+
+def _unwrap(body: Any) -> Any:
+    """A Lambda on-failure destination record (an old stack's dead-letter queue) → its event."""
+    if isinstance(body, dict) and isinstance(body.get("requestContext"), dict) and "requestPayload" in body:
+        return body["requestPayload"]
+    return body
+
+
+def deadline_from(context: Any, clock: Callable[[], float]) -> Optional[float]:
+    """Absolute ``clock()`` time by which the last write must have ended; None without a context."""
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    if remaining is None:
+        return None
+    return clock() + remaining() / 1000.0 - SAFETY_SECONDS
+
+
+def _latest(messages: list) -> dict:
+    """Map finding id → (item to deliver, ids of every message holding that finding)."""
+    chosen: dict[str, tuple[Item, list]] = {}
+    for message in messages:
+        for item in message.items:
+            if item.finding is None:
+                continue
+            finding_id = item.finding["id"]
+            best, ids = chosen.get(finding_id, (item, []))
+            if item.finding.get("updatedAt", "") >= best.finding.get("updatedAt", ""):
+                best = item
+            chosen[finding_id] = (best, ids + [message.message_id])
+    return chosen
+
+
+def _until(items: Iterable[Item], deadline: Optional[float], clock: Callable[[], float]) -> Iterator[Item]:
+    for item in items:
+        if deadline is not None and clock() >= deadline:
+            return  # the rest is reported back, not started
+        yield item
+
+
+def handle_batch(event: dict, context: Any, deliver: Deliver,
+                 clock: Callable[[], float] = time.monotonic) -> dict:
+    """Deliver one SQS batch; return the partial batch response."""
+    deadline = deadline_from(context, clock)
+    messages = [parse(record) for record in event["Records"]]
+    if any(not m.message_id for m in messages):  # cannot be reported item by item: retry it all
+        raise ValueError("an SQS record without a messageId")
+    failed: set[str] = set()
+    for message in messages:
+        for item in message.items:
+            if item.finding is None:
+                log.error("%s: left for the dead-letter queue: %s", item.origin, item.error)
+                failed.add(message.message_id)
+    chosen = _latest(messages)
+    outcomes: list[Outcome] = deliver(_until((item for item, _ in chosen.values()), deadline, clock), deadline)
+    delivered = _delivered(outcomes)
+    for finding_id, (_, ids) in chosen.items():
+        if finding_id not in delivered:
+            failed.update(ids)
+    return {"batchItemFailures": [{"itemIdentifier": m.message_id} for m in messages if m.message_id in failed]}
+
+
+def _delivered(outcomes: list) -> set:
+    """Finding ids whose every enclave outcome is a delivery; the others are logged, one line each."""
+    good: set[str] = set()
+    bad: set[str] = set()
+    for outcome in outcomes:
+        if outcome.action in DELIVERED:
+            good.add(outcome.finding_id)
+        else:
+            bad.add(outcome.finding_id)
+            log.warning("%s: finding %s %s in %s: %s", outcome.origin, outcome.finding_id, outcome.action,
+                        outcome.enclave_id, outcome.error)
+    return good - bad
