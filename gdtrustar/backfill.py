@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from gdtrustar.app import Run
 from gdtrustar.checkpoint import Checkpoint, delivery_scope
@@ -145,3 +145,16 @@ def _ms(iso: Optional[str]) -> Optional[int]:
     from datetime import datetime
 
     return int(datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() * 1000)
+
+
+def warn_shared_budget(session: Any, regions: list[str], settings: Any, echo: Callable[[str], None]) -> None:
+    """One line when a deployed stack in these regions spends the same API key's quota."""
+    from botocore.config import Config
+
+    from gdtrustar.budget import shared_budget_warning
+
+    quick = Config(connect_timeout=3, read_timeout=5, retries={"total_max_attempts": 1})
+    line = shared_budget_warning(settings, regions, lambda r: session.client("cloudformation", region_name=r,
+                                                                              config=quick))
+    if line:
+        echo(f"gdtrustar: {line}")

@@ -11,6 +11,7 @@ import click
 from gdtrustar import __version__, environment
 from gdtrustar.boundary import run_command
 from gdtrustar.deploy.command import deploy_lambda
+from gdtrustar.deployed import DEFAULT_FUNCTION_NAME
 from gdtrustar.logs import setup_logging
 from gdtrustar.options import criteria_from, filter_options, settings_from, station_options, verbosity_options
 
@@ -107,12 +108,20 @@ def send(sources: tuple[str, ...], regions: tuple[str, ...], profile: Optional[s
 @click.option("--profile", metavar="P", help="AWS profile.")
 @filter_options
 @click.option("--include-archived", is_flag=True, help="Also archived findings (default: excluded).")
+@click.option("--via-queue", is_flag=True,
+              help="Queue the findings for the deployed stack's function instead of calling Station from here.")
+@click.option("--function-name", default=DEFAULT_FUNCTION_NAME, show_default=True,
+              help="With --via-queue: the deploy-lambda stack (in the first --region, else the profile's).")
 @run_options
 @station_options
 @verbosity_options
 def backfill(detector: Optional[str], regions: tuple[str, ...], all_regions: bool, profile: Optional[str],
-             **kwargs: Any) -> int:
-    """Send every existing finding from the GuardDuty API (resumable; reruns skip unchanged)."""
+             via_queue: bool, function_name: str, **kwargs: Any) -> int:
+    """Send every existing finding from the GuardDuty API (resumable; reruns skip unchanged).
+
+    With --via-queue the findings go to the deployed stack's buffer queue (SendMessageBatch), and
+    the stack's function delivers them at its budget, whether or not this machine stays on.
+    """
     from gdtrustar import backfill as job
     from gdtrustar.app import Run
     from gdtrustar.aws import build_session
@@ -123,16 +132,52 @@ def backfill(detector: Optional[str], regions: tuple[str, ...], all_regions: boo
     setup_logging(options.verbosity)
     settings = settings_from(kwargs)
     session = build_session(profile)
+    stack_region = regions[0] if regions else session.region_name
     if all_regions:
         regions = tuple(enabled_regions(session))
     regions = regions or ((session.region_name,) if session.region_name else ())
     if not regions:
         raise click.UsageError("no region: pass --region, --all-regions, or set AWS_REGION")
+    if via_queue and not options.dry_run:
+        from gdtrustar.deployed import find_stack
+        from gdtrustar.via_queue import backfill_via_queue
+
+        stack = find_stack(session, function_name, stack_region)
+        return int(backfill_via_queue(session, discover(session, list(regions), detector), criteria, stack, options))
     targets = discover(session, list(regions), detector)
+    if not options.dry_run:  # before the progress bar starts
+        job.warn_shared_budget(session, list(regions), settings, lambda line: click.echo(line, err=True))
     run = Run(settings, options)
     with run.finishing():
         job.backfill(run, targets, criteria, use_bookmarks=not options.force)
     return int(run.exit_status())
+
+
+@cli.command()
+@click.option("--function-name", default=DEFAULT_FUNCTION_NAME, show_default=True,
+              help="The deploy-lambda stack whose dead-letter queue to move back.")
+@click.option("--region", metavar="REGION", help="AWS Region (default: the AWS configuration's).")
+@click.option("--profile", metavar="NAME", help="AWS profile.")
+@click.option("--dry-run", is_flag=True, help="Only count the messages that would move.")
+@click.option("--poll-seconds", type=click.FloatRange(min=0), default=5.0, hidden=True)
+@verbosity_options
+def redrive(function_name: str, region: Optional[str], profile: Optional[str], dry_run: bool,
+            poll_seconds: float) -> int:
+    """Move the stack's dead-letter queue back into its buffer queue (SQS StartMessageMoveTask).
+
+    Shows progress until SQS reports the move finished. Fix what sent the findings there first:
+    they get maxReceiveCount more tries.
+    """
+    from gdtrustar.aws import build_session
+    from gdtrustar.deployed import aws_errors, find_stack
+    from gdtrustar.redrive import redrive as move
+
+    session = build_session(profile)
+    stack = find_stack(session, function_name, region)
+    with aws_errors("redrive"):
+        sqs = session.client("sqs", region_name=stack.region)
+        return int(move(sqs, stack, dry_run=dry_run, poll_seconds=poll_seconds,
+                        echo=lambda line: click.echo(f"gdtrustar: {line}", err=True)))
 
 
 cli.add_command(deploy_lambda)
