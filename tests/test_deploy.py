@@ -3,8 +3,10 @@
 moto runs as a real HTTP server on 127.0.0.1 (``ThreadedMotoServer``, port 0) and the CLI reaches
 it through ``AWS_ENDPOINT_URL`` with dummy credentials. Two resource types of the stack are not
 implemented by moto's CloudFormation (it skips them with a warning): ``AWS::SQS::QueuePolicy`` and
-``AWS::Lambda::EventInvokeConfig``. For those the tests read the template CloudFormation stored
-for the stack and run cfn-lint on it.
+``AWS::CloudWatch::Alarm``. For those the tests read the template CloudFormation stored for the
+stack and run cfn-lint on it. On a stack update moto neither deletes removed resources nor
+refreshes the outputs; the migration test reads resources, and ``tests/test_stack_queue.py``
+checks the update order on the template's dependency graph.
 """
 
 from __future__ import annotations
@@ -190,7 +192,10 @@ def _resources(template: dict, kind: str) -> list[dict]:
     return [r for r in template["Resources"].values() if r["Type"] == kind]
 
 
-def test_template_wires_least_privilege_and_both_dead_letter_paths():
+RULE_ARN = {"Fn::Sub": "arn:${AWS::Partition}:events:${AWS::Region}:${AWS::AccountId}:rule/fn-findings"}
+
+
+def test_template_wires_the_queue_path_with_least_privilege():
     tpl = build_template(StackSpec(function_name="fn", min_severity=7.0, architecture="arm64"))
     (fn,) = _resources(tpl, "AWS::Lambda::Function")
     props = fn["Properties"]
@@ -198,7 +203,8 @@ def test_template_wires_least_privilege_and_both_dead_letter_paths():
         "gdtrustar.lambda_handler.handler", 120, ["arm64"])
     assert set(props["Environment"]["Variables"]) == {
         "TRUSTAR_ENCLAVE_IDS", "TRUSTAR_API_ENDPOINT", "TRUSTAR_AUTH_ENDPOINT", "TRUSTAR_STATION_URL",
-        "TRUSTAR_MAX_RATE", "TRUSTAR_SECRET_ARN"}
+        "TRUSTAR_MAX_RATE", "TRUSTAR_SECRET_ARN", "GDTRUSTAR_MAX_CONCURRENCY"}
+    assert props["Environment"]["Variables"]["GDTRUSTAR_MAX_CONCURRENCY"] == "2"
     (role,) = _resources(tpl, "AWS::IAM::Role")
     statements = role["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
     assert [(s["Action"], s["Resource"]) for s in statements] == [
@@ -206,30 +212,37 @@ def test_template_wires_least_privilege_and_both_dead_letter_paths():
          {"Fn::Sub": "arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}"
                      ":log-group:/aws/lambda/fn:*"}),
         ("secretsmanager:GetSecretValue", {"Ref": "SecretArn"}),
-        ("sqs:SendMessage", {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]}),
+        (["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility"],
+         {"Fn::GetAtt": ["BufferQueue", "Arn"]}),
+        ("kms:Decrypt", {"Fn::GetAtt": ["QueueKey", "Arn"]}),
     ]
     (rule,) = _resources(tpl, "AWS::Events::Rule")
     assert rule["Properties"]["EventPattern"] == {
         "source": ["aws.guardduty"], "detail-type": ["GuardDuty Finding"],
         "detail": {"severity": [{"numeric": [">=", 7]}]}}
     (target,) = rule["Properties"]["Targets"]
+    assert target["Arn"] == {"Fn::GetAtt": ["BufferQueue", "Arn"]}
     assert target["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]}}
-    (invoke_config,) = _resources(tpl, "AWS::Lambda::EventInvokeConfig")
-    assert invoke_config["Properties"]["MaximumRetryAttempts"] == 2
-    assert invoke_config["Properties"]["DestinationConfig"]["OnFailure"] == {
-        "Destination": {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]}}
-    _assert_queue_policy(tpl)
+    (mapping,) = _resources(tpl, "AWS::Lambda::EventSourceMapping")
+    assert mapping["Properties"] == {
+        "EventSourceArn": {"Fn::GetAtt": ["BufferQueue", "Arn"]}, "FunctionName": {"Ref": "Function"},
+        "Enabled": True, "BatchSize": 10, "MaximumBatchingWindowInSeconds": 5,
+        "FunctionResponseTypes": ["ReportBatchItemFailures"], "ScalingConfig": {"MaximumConcurrency": 2}}
+    # the direct asynchronous path is gone: nothing may invoke the function, no on-failure config
+    assert not _resources(tpl, "AWS::Lambda::Permission")
+    assert not _resources(tpl, "AWS::Lambda::EventInvokeConfig")
+    _assert_queue_policies(tpl)
 
 
-def _assert_queue_policy(tpl: dict) -> None:
-    (policy,) = _resources(tpl, "AWS::SQS::QueuePolicy")
-    statements = policy["Properties"]["PolicyDocument"]["Statement"]
-    senders = {json.dumps(s["Principal"], sort_keys=True): s for s in statements}
-    assert set(senders) == {'{"Service": "events.amazonaws.com"}',
-                            '{"AWS": {"Fn::GetAtt": ["ExecutionRole", "Arn"]}}'}
-    from_rule = senders['{"Service": "events.amazonaws.com"}']
-    assert from_rule["Condition"] == {"ArnEquals": {"aws:SourceArn": {"Fn::GetAtt": ["FindingsRule", "Arn"]}}}
-    assert {s["Action"] for s in senders.values()} == {"sqs:SendMessage"}
+def _assert_queue_policies(tpl: dict, rule_arn: Optional[dict] = None) -> None:
+    """One policy per queue, each admitting only EventBridge on behalf of this rule."""
+    policies = {p["Properties"]["Queues"][0]["Ref"]: p for p in _resources(tpl, "AWS::SQS::QueuePolicy")}
+    assert set(policies) == {"BufferQueue", "DeadLetterQueue"}
+    for queue, policy in policies.items():
+        (statement,) = policy["Properties"]["PolicyDocument"]["Statement"]
+        assert statement["Principal"] == {"Service": "events.amazonaws.com"}
+        assert (statement["Action"], statement["Resource"]) == ("sqs:SendMessage", {"Fn::GetAtt": [queue, "Arn"]})
+        assert statement["Condition"] == {"ArnEquals": {"aws:SourceArn": rule_arn or RULE_ARN}}
 
 
 def test_no_severity_filter_without_min_severity():
@@ -274,6 +287,9 @@ def test_template_out_writes_template_and_zip_and_deploys_nothing(tmp_path, pack
 
 # ---------------------------------------------------------------- deploy against moto
 
+TOPIC = f"arn:aws:sns:{REGION}:{ACCOUNT}:security-ops"
+
+
 @pytest.fixture(scope="module")
 def deployed(moto_url, aws, tmp_path_factory):
     """One deployment (function ``gdt-main``, severity >= high) that the read-back tests inspect."""
@@ -282,16 +298,18 @@ def deployed(moto_url, aws, tmp_path_factory):
            "TRUSTAR_API_ENDPOINT": "https://station.example/api/1.3",
            "TRUSTAR_AUTH_ENDPOINT": "https://station.example/oauth/token"}
     res = run_deploy(tmp, "--function-name", "gdt-main", "--enclave-id", "enc-a", "--enclave-id", "enc-b",
-                     "--min-severity", "high", env=env)
+                     "--min-severity", "high", "--alarm-topic", TOPIC, env=env)
     assert res.code == 0, res.stderr
     return res
 
 
 def test_deploy_prints_outputs_and_never_the_secret(deployed):
     outputs = json.loads(deployed.stdout)
-    assert set(outputs) == {"FunctionName", "FunctionArn", "RuleArn", "DeadLetterQueueUrl",
-                            "DeadLetterQueueArn", "ExecutionRoleArn", "LogGroupName"}
+    assert set(outputs) == {"FunctionName", "FunctionArn", "RuleArn", "BufferQueueUrl", "BufferQueueArn",
+                            "DeadLetterQueueUrl", "DeadLetterQueueArn", "QueueKeyArn", "EventSourceMappingId",
+                            "KeyFingerprint", "ExecutionRoleArn", "LogGroupName"}
     assert "test-secret" not in deployed.stdout + deployed.stderr
+    assert "test-key" not in deployed.stdout  # a fingerprint of the key, never the key
     assert "create stack gdt-main" in deployed.stderr
 
 
@@ -307,12 +325,13 @@ def test_function_runs_the_uploaded_zip_and_keeps_the_secret_out_of_its_environm
     assert env == {"TRUSTAR_SECRET_ARN": secret_arn, "TRUSTAR_ENCLAVE_IDS": "enc-a,enc-b",
                    "TRUSTAR_API_ENDPOINT": "https://station.example/api/1.3",
                    "TRUSTAR_AUTH_ENDPOINT": "https://station.example/oauth/token",
-                   "TRUSTAR_STATION_URL": "https://station.trustar.co", "TRUSTAR_MAX_RATE": "60"}
+                   "TRUSTAR_STATION_URL": "https://station.trustar.co", "TRUSTAR_MAX_RATE": "60",
+                   "GDTRUSTAR_MAX_CONCURRENCY": "2"}
     stored = json.loads(aws("secretsmanager").get_secret_value(SecretId=secret_arn)["SecretString"])
     assert stored == {"api_key": "test-key", "api_secret": "test-secret"}
 
 
-def test_rule_matches_guardduty_at_severity_and_targets_function_with_dlq(deployed, aws):
+def test_rule_matches_guardduty_at_severity_and_targets_the_buffer_queue_with_dlq(deployed, aws):
     outputs = json.loads(deployed.stdout)
     rule = aws("events").describe_rule(Name="gdt-main-findings")
     assert rule["Arn"] == outputs["RuleArn"] and rule["State"] == "ENABLED"
@@ -320,22 +339,25 @@ def test_rule_matches_guardduty_at_severity_and_targets_function_with_dlq(deploy
         "source": ["aws.guardduty"], "detail-type": ["GuardDuty Finding"],
         "detail": {"severity": [{"numeric": [">=", 7]}]}}
     (target,) = aws("events").list_targets_by_rule(Rule="gdt-main-findings")["Targets"]
-    assert target["Arn"] == outputs["FunctionArn"]
+    assert target["Arn"] == outputs["BufferQueueArn"]
     assert target["DeadLetterConfig"] == {"Arn": outputs["DeadLetterQueueArn"]}
 
 
-def test_only_this_rule_may_invoke_the_function(deployed, aws):
+def test_the_function_is_fed_only_by_its_event_source_mapping(deployed, aws):
     outputs = json.loads(deployed.stdout)
-    policy = json.loads(aws("lambda").get_policy(FunctionName="gdt-main")["Policy"])
-    (statement,) = policy["Statement"]
-    assert statement["Principal"] == {"Service": "events.amazonaws.com"}
-    assert statement["Action"] == "lambda:InvokeFunction"
-    assert statement["Condition"] == {"ArnLike": {"AWS:SourceArn": outputs["RuleArn"]}}
+    with pytest.raises(ClientError, match="ResourceNotFound"):  # no resource policy: nobody invokes it
+        aws("lambda").get_policy(FunctionName="gdt-main")
+    (mapping,) = aws("lambda").list_event_source_mappings(FunctionName="gdt-main")["EventSourceMappings"]
+    assert mapping["UUID"] == outputs["EventSourceMappingId"]
+    assert mapping["EventSourceArn"] == outputs["BufferQueueArn"]
+    assert (mapping["BatchSize"], mapping["MaximumBatchingWindowInSeconds"], mapping["ScalingConfig"],
+            mapping["FunctionResponseTypes"]) == (10, 5, {"MaximumConcurrency": 2}, ["ReportBatchItemFailures"])
 
 
-def test_role_may_write_its_logs_read_its_secret_and_send_to_its_queue_only(deployed, aws):
+def test_role_may_write_its_logs_read_its_secret_and_read_its_queue_only(deployed, aws):
     iam = aws("iam")
-    role_name = json.loads(deployed.stdout)["ExecutionRoleArn"].split("/")[-1]
+    outputs = json.loads(deployed.stdout)
+    role_name = outputs["ExecutionRoleArn"].split("/")[-1]
     assert iam.list_attached_role_policies(RoleName=role_name)["AttachedPolicies"] == []
     (policy_name,) = iam.list_role_policies(RoleName=role_name)["PolicyNames"]
     document = iam.get_role_policy(RoleName=role_name, PolicyName=policy_name)["PolicyDocument"]
@@ -347,18 +369,30 @@ def test_role_may_write_its_logs_read_its_secret_and_send_to_its_queue_only(depl
         ('["logs:CreateLogStream", "logs:PutLogEvents"]',
          f'"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/aws/lambda/gdt-main:*"'),
         ('"secretsmanager:GetSecretValue"', json.dumps(secret_arn)),
-        ('"sqs:SendMessage"', json.dumps(json.loads(deployed.stdout)["DeadLetterQueueArn"])),
+        ('["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility"]',
+         json.dumps(outputs["BufferQueueArn"])),
+        ('"kms:Decrypt"', json.dumps(outputs["QueueKeyArn"])),
     }
     trust = iam.get_role(RoleName=role_name)["Role"]["AssumeRolePolicyDocument"]
     assert trust["Statement"][0]["Principal"] == {"Service": "lambda.amazonaws.com"}
 
 
-def test_log_group_queue_and_bucket_are_retained_encrypted_and_private(deployed, aws, package):
+def test_log_group_queues_and_bucket_are_retained_encrypted_and_private(deployed, aws, package):
+    outputs = json.loads(deployed.stdout)
     (group,) = aws("logs").describe_log_groups(logGroupNamePrefix="/aws/lambda/gdt-main")["logGroups"]
     assert group["retentionInDays"] == 90
-    queue_url = aws("sqs").get_queue_url(QueueName="gdt-main-dlq")["QueueUrl"]
-    attributes = aws("sqs").get_queue_attributes(QueueUrl=queue_url, AttributeNames=["All"])["Attributes"]
-    assert attributes["SqsManagedSseEnabled"] == "true"
+    key_id = outputs["QueueKeyArn"].split("/")[-1]  # not DescribeKey: moto breaks on a CFN-made key's policy
+    assert aws("kms").get_key_rotation_status(KeyId=key_id)["KeyRotationEnabled"] is True
+    queues = {}
+    for name in ("gdt-main-dlq", "gdt-main-buffer"):
+        url = aws("sqs").get_queue_url(QueueName=name)["QueueUrl"]
+        queues[name] = aws("sqs").get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+        assert queues[name]["KmsMasterKeyId"] == key_id  # the stack's key, not SSE-SQS
+        assert queues[name]["MessageRetentionPeriod"] == str(14 * 24 * 3600)
+    buffer = queues["gdt-main-buffer"]
+    assert int(buffer["VisibilityTimeout"]) >= 6 * 120 + 5
+    assert json.loads(buffer["RedrivePolicy"]) == {"deadLetterTargetArn": outputs["DeadLetterQueueArn"],
+                                                   "maxReceiveCount": 10}
     bucket = f"gdtrustar-artifacts-{ACCOUNT}-{REGION}"
     block = aws("s3").get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"]
     assert all(block.values()) and len(block) == 4
@@ -367,14 +401,43 @@ def test_log_group_queue_and_bucket_are_retained_encrypted_and_private(deployed,
     aws("s3").head_object(Bucket=bucket, Key=f"gdtrustar/{package.sha256}.zip")
 
 
-def test_moto_gaps_queue_policy_and_async_config_are_in_the_deployed_template(deployed, aws):
-    """moto's CloudFormation skips AWS::SQS::QueuePolicy and AWS::Lambda::EventInvokeConfig."""
-    body = aws("cloudformation").get_template(StackName="gdt-main")["TemplateBody"]
+def test_key_lets_eventbridge_encrypt_and_the_account_administer(deployed, aws):
+    outputs = json.loads(deployed.stdout)
+    policy = aws("kms").get_key_policy(KeyId=outputs["QueueKeyArn"].split("/")[-1], PolicyName="default")["Policy"]
+    policy = policy if isinstance(policy, dict) else json.loads(policy)  # moto keeps a CFN-made policy as a dict
+    by_principal = {json.dumps(s["Principal"], sort_keys=True): s for s in policy["Statement"]}
+    events = by_principal['{"Service": "events.amazonaws.com"}']
+    assert sorted(events["Action"]) == ["kms:Decrypt", "kms:GenerateDataKey"]
+    assert f'{{"AWS": "arn:aws:iam::{ACCOUNT}:root"}}' in by_principal
+
+
+def test_moto_gaps_queue_policies_and_alarms_are_in_the_deployed_template(deployed, aws):
+    """moto's CloudFormation skips AWS::SQS::QueuePolicy and AWS::CloudWatch::Alarm: read the stored template."""
+    cfn = aws("cloudformation")
+    body = cfn.get_template(StackName="gdt-main")["TemplateBody"]
     tpl = body if isinstance(body, dict) else json.loads(body)
-    _assert_queue_policy(tpl)
-    (invoke_config,) = _resources(tpl, "AWS::Lambda::EventInvokeConfig")
-    assert invoke_config["Properties"]["DestinationConfig"]["OnFailure"]["Destination"] == {
-        "Fn::GetAtt": ["DeadLetterQueue", "Arn"]}
+    rule_arn = {"Fn::Sub": "arn:${AWS::Partition}:events:${AWS::Region}:${AWS::AccountId}:rule/gdt-main-findings"}
+    _assert_queue_policies(tpl, rule_arn)
+    alarms = {a["Properties"]["MetricName"]: a["Properties"] for a in _resources(tpl, "AWS::CloudWatch::Alarm")}
+    assert set(alarms) == {"ApproximateNumberOfMessagesVisible", "ApproximateAgeOfOldestMessage"}
+    dlq, age = alarms["ApproximateNumberOfMessagesVisible"], alarms["ApproximateAgeOfOldestMessage"]
+    assert dlq["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": ["DeadLetterQueue", "QueueName"]}}]
+    assert (dlq["ComparisonOperator"], dlq["Threshold"]) == ("GreaterThanThreshold", 0)
+    assert age["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": ["BufferQueue", "QueueName"]}}]
+    for alarm in (dlq, age):
+        assert alarm["AlarmActions"] == {"Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}],
+                                                    {"Ref": "AWS::NoValue"}]}
+    params = {p["ParameterKey"]: p["ParameterValue"] for p in _stack(aws, "gdt-main")["Parameters"]}
+    assert params["AlarmTopicArn"] == TOPIC
+    from gdtrustar.budget import key_fingerprint
+    assert params["KeyFingerprint"] == key_fingerprint("https://station.example/api/1.3", "test-key")
+    assert "test-key" not in json.dumps(params) + json.dumps(tpl)
+
+
+def test_bad_alarm_topic_is_a_usage_error(aws, aws_env, tmp_path):
+    res = run_deploy(tmp_path, "--function-name", "gdt-topic", "--alarm-topic", "not-an-arn", env=aws_env)
+    assert res.code == 2 and "--alarm-topic" in res.stderr and "SNS topic ARN" in res.stderr, res.stderr
+    assert _stack(aws, "gdt-topic") is None
 
 
 def _change_sets(aws, name: str) -> list:
@@ -436,6 +499,46 @@ def test_redeploy_changes_nothing_a_changed_input_updates_in_place_and_delete_re
 
     assert run_deploy(tmp_path, "--function-name", name, "--delete", "--delete-secret", env=aws_env).code == 0
     assert _missing(aws("secretsmanager").describe_secret, SecretId=f"gdtrustar/{name}")
+
+
+def test_a_stack_from_before_the_queue_migrates_in_place(aws, aws_env, tmp_path):
+    """The previous release's stack (rule → function, async invoke) updates in place to the queue path."""
+    name = "gdt-old"  # tests/fixtures/stack-before-queue.json was built for this name, severity >= 4
+    s3, cfn = aws("s3"), aws("cloudformation")
+    s3.create_bucket(Bucket="old-release-artifacts")
+    code = io.BytesIO()
+    with zipfile.ZipFile(code, "w") as zf:
+        zf.writestr("gdtrustar/lambda_handler.py", "def handler(event, context): pass\n")
+    s3.put_object(Bucket="old-release-artifacts", Key="old.zip", Body=code.getvalue())
+    secret = aws("secretsmanager").create_secret(Name="old-release", SecretString="{}")["ARN"]
+    params = {"CodeS3Bucket": "old-release-artifacts", "CodeS3Key": "old.zip", "EnclaveIds": "enc-a,enc-b",
+              "ApiEndpoint": "https://station.example/api/1.3", "AuthEndpoint": "https://station.example/oauth/token",
+              "StationUrl": "https://station.trustar.co", "MaxRate": "60", "SecretArn": secret}
+    cfn.create_stack(StackName=name, TemplateBody=(ROOT / "tests/fixtures/stack-before-queue.json").read_text(),
+                     Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in params.items()],
+                     Capabilities=["CAPABILITY_IAM"])
+    before = _stack(aws, name)
+    (old_target,) = aws("events").list_targets_by_rule(Rule=f"{name}-findings")["Targets"]
+    assert old_target["Arn"].endswith(f":function:{name}")
+
+    res = run_deploy(tmp_path, "--function-name", name, "--min-severity", "4", env=aws_env)
+    assert res.code == 0, res.stderr
+    # the change set CloudFormation computed: queue side added, rule/role/function/DLQ modified in place,
+    # the direct path removed; no resource is replaced, so the dead-letter queue keeps its messages
+    for change in ("Add QueueKey ", "Add BufferQueue ", "Add BufferQueuePolicy ", "Add QueueEventSource ",
+                   "Modify FindingsRule ", "Modify DeadLetterQueue ", "Modify ExecutionRole ", "Modify Function ",
+                   "Remove InvokePermission ", "Remove AsyncInvokeConfig "):
+        assert change in res.stderr, res.stderr
+    after = _stack(aws, name)
+    assert (after["StackId"], after["StackStatus"]) == (before["StackId"], "UPDATE_COMPLETE")
+    buffer_url = aws("sqs").get_queue_url(QueueName=f"{name}-buffer")["QueueUrl"]
+    buffer_arn = aws("sqs").get_queue_attributes(QueueUrl=buffer_url, AttributeNames=["QueueArn"])["Attributes"]
+    (target,) = aws("events").list_targets_by_rule(Rule=f"{name}-findings")["Targets"]
+    assert (target["Id"], target["Arn"]) == (old_target["Id"], buffer_arn["QueueArn"])
+    (mapping,) = aws("lambda").list_event_source_mappings(FunctionName=name)["EventSourceMappings"]
+    assert mapping["EventSourceArn"] == buffer_arn["QueueArn"]
+    variables = aws("lambda").get_function(FunctionName=name)["Configuration"]["Environment"]["Variables"]
+    assert variables["GDTRUSTAR_MAX_CONCURRENCY"] == "2"
 
 
 def test_changed_credentials_update_the_secret_only(aws, aws_env, tmp_path):
