@@ -112,26 +112,27 @@ def handle_batch(event: dict, context: Any, deliver: Deliver,
     for message in messages:
         for item in message.items:
             if item.finding is None:
-                log.error("%s: left for the dead-letter queue: %s", item.origin, item.error)
+                _log(message.message_id, "invalid", item.error)
                 failed.add(message.message_id)
     chosen = _latest(messages)
     outcomes: list[Outcome] = deliver(_until((item for item, _ in chosen.values()), deadline, clock), deadline)
-    delivered = _delivered(outcomes)
+    by_finding: dict[str, list] = {}
+    for outcome in outcomes:
+        by_finding.setdefault(outcome.finding_id, []).append(outcome)
     for finding_id, (_, ids) in chosen.items():
-        if finding_id not in delivered:
-            failed.update(ids)
+        results = by_finding.get(finding_id) or [Outcome("failed", "", finding_id, error="not started: deadline")]
+        for outcome in results:
+            if outcome.action not in DELIVERED:
+                failed.update(ids)
+                for message_id in sorted(set(ids)):
+                    _log(message_id, outcome.action, f"finding {finding_id} in {outcome.enclave_id}: {outcome.error}")
     return {"batchItemFailures": [{"itemIdentifier": m.message_id} for m in messages if m.message_id in failed]}
 
 
-def _delivered(outcomes: list) -> set:
-    """Finding ids whose every enclave outcome is a delivery; the others are logged, one line each."""
-    good: set[str] = set()
-    bad: set[str] = set()
-    for outcome in outcomes:
-        if outcome.action in DELIVERED:
-            good.add(outcome.finding_id)
-        else:
-            bad.add(outcome.finding_id)
-            log.warning("%s: finding %s %s in %s: %s", outcome.origin, outcome.finding_id, outcome.action,
-                        outcome.enclave_id, outcome.error)
-    return good - bad
+def _log(message_id: str, action: str, reason: Optional[str]) -> None:
+    """One line per message and receive; what cannot succeed on a retry says where it will end."""
+    where = "back to the queue" if action == "failed" else "left for the dead-letter queue"
+    text = f"sqs message {message_id}: {where}: {reason}"
+    # a lone surrogate from the input must not break the log handler's UTF-8 encoding
+    log.log(logging.WARNING if action == "failed" else logging.ERROR,
+            text.encode("utf-8", "backslashreplace").decode("utf-8"))

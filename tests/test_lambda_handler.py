@@ -90,3 +90,13 @@ def test_rotated_secret_is_fetched_again(lambda_env, sim):
                                                                "api_secret": "rotated-secret"}))
     result = lambda_handler.handler(to_eventbridge(make_finding(6)), None)
     assert result["action"] == "created"
+
+
+def test_a_finding_the_mapper_cannot_render_raises_so_lambda_dead_letters_it(lambda_env, sim):
+    """Issue 11 item 6: never a success with action "invalid" (no retry, no dead-letter queue)."""
+    finding = make_finding(7)
+    finding["id"] += "\ud800"  # a lone surrogate, as a JSON escape would bring it: it cannot be encoded
+    event = json.loads(json.dumps(to_eventbridge(finding)))
+    with pytest.raises(InvalidFindingError, match="cannot map finding"):
+        lambda_handler.handler(event, None)
+    assert sim.count("upsert") == 0
