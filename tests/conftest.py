@@ -158,6 +158,9 @@ class Cli:
     def __init__(self, tmp_path: Path) -> None:
         self.tmp_path = tmp_path
         self.env = base_env(tmp_path)
+        # No test reaches real AWS: a service the test does not point at a simulator (e.g. the
+        # CloudFormation look-up of backfill's shared-budget warning) is refused on 127.0.0.1.
+        self.env["AWS_ENDPOINT_URL"] = "http://127.0.0.1:9"
 
     def station(self, sim, enclaves: str = "enc-a") -> Cli:
         self.env.update({
