@@ -26,7 +26,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Optional
 
-from gdtrustar.delivery import Item, Outcome, items_from
+from gdtrustar.delivery import Outcome
+from gdtrustar.items import Item, items_from
 from gdtrustar.sources import Document
 
 log = logging.getLogger(__name__)

@@ -21,11 +21,12 @@ import time
 import uuid
 from typing import Any, Callable, Optional
 
-from gdtrustar.delivery import ACTIONS, Item, Outcome, Summary
+from gdtrustar.delivery import ACTIONS, Outcome, Summary
 from gdtrustar.deployed import aws_errors, drain_time, queue_depth
 from gdtrustar.errors import ConfigError
 from gdtrustar.failures import FailuresFile
 from gdtrustar.findings import is_sample
+from gdtrustar.items import Item
 from gdtrustar.output import Reporter
 from gdtrustar.status import ExitStatus
 
@@ -65,8 +66,9 @@ class QueueSender:
 
     def submit(self, item: Item) -> None:
         """Queue one item (invalid items and repeats become outcomes at once)."""
-        if item.finding is None:
-            return self.sink(Outcome("invalid", item.origin, error=item.error, document=item.document))
+        if item.finding is None:  # not a finding by design (skipped), or one that cannot be read (invalid)
+            action = "skipped" if item.skipped else "invalid"
+            return self.sink(Outcome(action, item.origin, error=item.error, document=item.document))
         finding_id, updated = item.finding["id"], item.finding.get("updatedAt", "")
         if finding_id in self._seen and self._seen[finding_id] >= updated:
             return self.sink(Outcome("skipped", item.origin, finding_id, error="already queued in this run"))

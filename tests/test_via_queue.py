@@ -14,8 +14,8 @@ import json
 import pytest
 
 from gdtrustar.budget import key_fingerprint
-from gdtrustar.delivery import Item
 from gdtrustar.findings import normalize
+from gdtrustar.items import Item
 from gdtrustar.via_queue import QueueSender
 from tests.conftest import base_env
 from tests.moto_stack import client, create_stack, moto_url  # noqa: F401  -- module-scoped fixture
