@@ -19,7 +19,7 @@ import json
 import threading
 import time
 import uuid
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 from gdtrustar.delivery import ACTIONS, Outcome, Summary
 from gdtrustar.deployed import aws_errors, drain_time, queue_depth
@@ -76,8 +76,8 @@ class QueueSender:
         body = json.dumps(envelope(item.finding), ensure_ascii=False, separators=(",", ":"))
         size = len(body.encode("utf-8", "surrogatepass"))
         if size > self.max_bytes:
-            return self._fail([(item, body)], f"message of {size} bytes is over the queue's limit of "
-                                              f"{self.max_bytes} bytes; send it directly with gdtrustar send")
+            return self._fail([((item, body), f"message of {size} bytes is over the queue's limit of "
+                                              f"{self.max_bytes} bytes; send it directly with gdtrustar send")])
         if len(self._batch) >= BATCH or self._bytes() + size > self.max_bytes:
             self.flush()
         self._batch.append((item, body))
@@ -89,10 +89,10 @@ class QueueSender:
             if not pending:
                 return
             pending, refused = self._send(pending)
-            self._fail(refused, None)
+            self._fail(refused)
             if pending and attempt < ENTRY_ATTEMPTS:
                 self.sleep(min(5.0, 0.2 * 2 ** attempt))
-        self._fail(pending, f"SQS did not accept the message after {ENTRY_ATTEMPTS} attempts")
+        self._fail([(entry, f"SQS did not accept the message after {ENTRY_ATTEMPTS} attempts") for entry in pending])
 
     def _bytes(self) -> int:
         return sum(len(body.encode("utf-8", "surrogatepass")) for _, body in self._batch)
@@ -105,7 +105,7 @@ class QueueSender:
             response = self.sqs.send_message_batch(QueueUrl=self.queue_url, Entries=[
                 {"Id": str(i), "MessageBody": body} for i, (_, body) in enumerate(entries)])
         except (ClientError, BotoCoreError) as exc:  # access, KMS or network: stop, listing this batch
-            self._fail(entries, f"SendMessageBatch failed: {exc}")
+            self._fail([(entry, f"SendMessageBatch failed: {exc}") for entry in entries])
             raise ConfigError(f"cannot send to {self.queue_url}: {exc}") from exc
         for ok in response.get("Successful", []):
             item, _ = entries[int(ok["Id"])]
@@ -119,10 +119,10 @@ class QueueSender:
                 retry.append(entry)
         return retry, refused
 
-    def _fail(self, entries: list, reason: Optional[str]) -> None:
-        for entry in entries:
-            (item, _), why = (entry, reason) if reason is not None else entry
-            self.sink(Outcome("failed", item.origin, item.finding["id"], error=why, finding=item.finding))
+    def _fail(self, refused: list) -> None:
+        """``refused``: ((item, body), reason) pairs; each becomes a failed outcome (failures file)."""
+        for (item, _), reason in refused:
+            self.sink(Outcome("failed", item.origin, item.finding["id"], error=reason, finding=item.finding))
 
 
 def max_message_bytes(sqs: Any, queue_url: str) -> int:
@@ -133,9 +133,6 @@ def max_message_bytes(sqs: Any, queue_url: str) -> int:
 
 def backfill_via_queue(session: Any, targets: list, criteria: Any, stack: Any, options: Any) -> ExitStatus:
     """Queue every matching finding of every target; print how long the queue takes to drain."""
-    from gdtrustar.backfill import _item as finding_item
-    from gdtrustar.guardduty import count, pages, prefetch
-
     sqs = session.client("sqs", region_name=stack.region)
     url = stack.output("BufferQueueUrl")
     with aws_errors(f"buffer queue of {stack.name}"):
@@ -151,19 +148,8 @@ def backfill_via_queue(session: Any, targets: list, criteria: Any, stack: Any, o
         failures.add(outcome)
 
     sender = QueueSender(sqs, url, sink, limit)
-    wire = [(t, criteria.finding_criteria()) for t in targets]
-    totals = [count(t, c) for t, c in wire]
-    reporter.set_total(None if None in totals else sum(totals), f"queueing to {stack.name}")
     try:
-        for target, wire_criteria in wire:
-            reporter.describe(target.label)
-            stop = threading.Event()
-            try:
-                for page in prefetch(pages(target, wire_criteria), stop):
-                    for raw in page:
-                        _submit(sender, finding_item(target, raw), options.exclude_samples, sink)
-            finally:
-                stop.set()
+        _queue_all(sender, targets, criteria, reporter, stack.name, options.exclude_samples)
     except KeyboardInterrupt:
         summary.interrupted = True
     finally:
@@ -181,8 +167,26 @@ def backfill_via_queue(session: Any, targets: list, criteria: Any, stack: Any, o
     return ExitStatus.UNDELIVERED if summary.problems else ExitStatus.SUCCESS
 
 
-def _submit(sender: QueueSender, item: Item, exclude_samples: bool, sink: Sink) -> None:
-    if exclude_samples and item.finding is not None and is_sample(item.finding):
-        sink(Outcome("skipped", item.origin, item.finding["id"], error="sample finding excluded by --exclude-samples"))
-        return
-    sender.submit(item)
+def _queue_all(sender: QueueSender, targets: list, criteria: Any, reporter: Reporter, name: str,
+               exclude_samples: bool) -> None:
+    """Read every target's pages (prefetched one ahead, as backfill does) into the sender."""
+    from gdtrustar.backfill import _item as finding_item
+    from gdtrustar.guardduty import count, pages, prefetch
+
+    wire = [(t, criteria.finding_criteria()) for t in targets]
+    totals = [count(t, c) for t, c in wire]
+    reporter.set_total(None if None in totals else sum(totals), f"queueing to {name}")
+    for target, wire_criteria in wire:
+        reporter.describe(target.label)
+        stop = threading.Event()
+        try:
+            for page in prefetch(pages(target, wire_criteria), stop):
+                for raw in page:
+                    item = finding_item(target, raw)
+                    if exclude_samples and item.finding is not None and is_sample(item.finding):
+                        sender.sink(Outcome("skipped", item.origin, item.finding["id"],
+                                            error="sample finding excluded by --exclude-samples"))
+                    else:
+                        sender.submit(item)
+        finally:
+            stop.set()

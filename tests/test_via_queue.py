@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 
+import boto3
 import pytest
 
 from gdtrustar.budget import key_fingerprint
@@ -128,7 +129,6 @@ def test_the_same_finding_is_queued_once_per_run_unless_newer_and_batches_respec
     sqs = client(moto_url, "sqs")
     url = sqs.create_queue(QueueName="vq-unit", Attributes={"MaximumMessageSize": "12000"})["QueueUrl"]
     outcomes = []
-    import boto3
     through_proxy = boto3.client("sqs", endpoint_url=proxy.url, region_name="us-east-1",
                                  aws_access_key_id="testing", aws_secret_access_key="testing")
     sender = QueueSender(through_proxy, url, outcomes.append, max_bytes=12000)
@@ -143,6 +143,25 @@ def test_the_same_finding_is_queued_once_per_run_unless_newer_and_batches_respec
     per_call = 12000 // size
     assert proxy.operations.count("SendMessageBatch") == -(-9 // per_call)  # packed up to the byte limit
     assert len(_drain(moto_url, "vq-unit")) == 9
+
+
+def test_entries_sqs_fails_are_retried_and_entries_it_refuses_are_listed(moto_url, proxy):  # noqa: F811
+    url = client(moto_url, "sqs").create_queue(QueueName="vq-faults")["QueueUrl"]
+    through_proxy = boto3.client("sqs", endpoint_url=proxy.url, region_name="us-east-1",
+                                 aws_access_key_id="testing", aws_secret_access_key="testing")
+    outcomes, pauses = [], []
+    sender = QueueSender(through_proxy, url, outcomes.append, max_bytes=262144, sleep=pauses.append)
+    proxy.fail_batches_next(2, sender_fault=False)  # SQS-side: retried, then accepted
+    for i in range(3):
+        sender.submit(Item(f"test:{i}", finding=normalize(make_finding(i))))
+    sender.flush()
+    assert [o.action for o in outcomes] == ["queued"] * 3 and len(pauses) == 2
+    proxy.fail_batches_next(1, sender_fault=True)  # the sender's fault: never retried, listed
+    sender.submit(Item("test:9", finding=normalize(make_finding(9))))
+    sender.flush()
+    assert outcomes[-1].action == "failed" and "InvalidMessageContents" in outcomes[-1].error
+    assert outcomes[-1].finding["id"] == make_finding(9)["id"]
+    assert len(_drain(moto_url, "vq-faults")) == 3
 
 
 def test_via_queue_with_dry_run_stays_a_direct_dry_run_and_sends_nothing(aws_cli, gd, proxy):

@@ -11,7 +11,9 @@ the destination, delete), ``step`` messages each time ``ListMessageMoveTasks`` i
 client polling for progress sees it advance one poll at a time, with no timers. What it checks
 is what the SQS API reference documents: the source must be the dead-letter queue of some queue
 (some queue's ``RedrivePolicy`` names it), and only one task may run per source. ``fail_next``
-makes the next task end ``FAILED`` after a number of messages. ``operations`` lists, in order,
+makes the next task end ``FAILED`` after a number of messages; ``fail_batches_next`` makes whole
+``SendMessageBatch`` calls come back with every entry failed, as SQS reports per-entry failures.
+``operations`` lists, in order,
 what clients called through the proxy, for call-sequence assertions.
 """
 
@@ -63,6 +65,7 @@ class SqsMoveProxy:
         self.operations: list[str] = []
         self.tasks: list[_Task] = []
         self._fail: Optional[tuple[int, str]] = None
+        self._batch_faults: list[bool] = []  # per coming SendMessageBatch: every entry fails (SenderFault)
         self._lock = threading.Lock()
         self._sqs = boto3.client("sqs", endpoint_url=moto_url, region_name=region,
                                  aws_access_key_id="testing", aws_secret_access_key="testing")
@@ -90,6 +93,10 @@ class SqsMoveProxy:
             self._server.shutdown()
             self._server.server_close()
 
+    def fail_batches_next(self, n: int, sender_fault: bool) -> None:
+        """The next ``n`` SendMessageBatch calls fail every entry (not forwarded to moto)."""
+        self._batch_faults += [sender_fault] * n
+
     def fail_next(self, after: int, reason: str) -> None:
         """The next task started ends FAILED after moving ``after`` messages."""
         self._fail = (after, reason)
@@ -100,8 +107,13 @@ class SqsMoveProxy:
         operation = (request.headers.get("X-Amz-Target") or "").split(".")[-1]
         with self._lock:
             self.operations.append(operation)
-        if operation in _OWN:
-            status, payload = self._own(operation, json.loads(body or b"{}"))
+        fault = None
+        if operation == "SendMessageBatch" and self._batch_faults:
+            with self._lock:
+                fault = self._batch_faults.pop(0) if self._batch_faults else None
+        if operation in _OWN or fault is not None:
+            params = json.loads(body or b"{}")
+            status, payload = (200, _failed_batch(params, fault)) if fault is not None else self._own(operation, params)
             data = json.dumps(payload).encode()
             request.send_response(status)
             request.send_header("Content-Type", "application/x-amz-json-1.0")
@@ -193,6 +205,12 @@ class SqsMoveProxy:
             if policy and json.loads(policy).get("deadLetterTargetArn") == arn:
                 return True
         return False
+
+
+def _failed_batch(params: dict, sender_fault: bool) -> dict:
+    code = "InvalidMessageContents" if sender_fault else "InternalError"
+    return {"Successful": [], "Failed": [{"Id": e["Id"], "SenderFault": sender_fault, "Code": code,
+                                          "Message": "injected by the test proxy"} for e in params["Entries"]]}
 
 
 def _error(code: str, message: str) -> dict:
