@@ -1,19 +1,20 @@
 """Queue benchmark (issue 9): a burst of findings drained through the buffer queue vs today's direct path.
 
-Run from the repo root: ``python benchmarks/bench_queue.py [--findings 1000]``. Station is the
-simulator on 127.0.0.1 (50 ms latency, 600 calls per sliding 60 s); SQS and Secrets Manager are
-moto in server mode.
+Run from the repo root: ``python benchmarks/bench_queue.py [--findings 1000] [--quota 600]``. Station
+is the simulator on 127.0.0.1 (50 ms latency, ``--quota`` calls per sliding 60 s, 600 by default: the
+real key's 60 scaled ten times so a run takes minutes); the stack's budget (TRUSTAR_MAX_RATE) is
+the same number. SQS is moto in server mode.
 
 (a) Queue path: the burst is sent to a buffer queue (redrive to a dead-letter queue after 10
     receives); 2 processes stand in for the event source mapping's copies
     (``tests/sims/lambda_sqs.py``: batches of 10, partial batch responses), each pacing at
-    TRUSTAR_MAX_RATE / GDTRUSTAR_MAX_CONCURRENCY = 600 / 2 a minute.
+    TRUSTAR_MAX_RATE / GDTRUSTAR_MAX_CONCURRENCY = quota / 2 a minute.
 (b) Baseline, the direct path of stacks made before the queue: every finding is an asynchronous
     invoke (``tests/sims/lambda_async.py``): 20 concurrent copies, each pacing alone at the whole
-    600 a minute, 120 s timeout, Lambda's two retries about 1 and 2 minutes later, then the
+    quota, 120 s timeout, Lambda's two retries about 1 and 2 minutes later, then the
     dead-letter queue.
 Figures: 429s, share of the budget (admitted API calls in the run's whole 60 s windows over
-600 a window), findings in the dead-letter queue, duplicate reports, findings missing, wall time.
+the quota), findings in the dead-letter queue, duplicate reports, findings missing, wall time.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ from tests.sims.lambda_async import AsyncLambda  # noqa: E402
 from tests.sims.lambda_sqs import in_queue, run_copies  # noqa: E402
 from tests.sims.station import StationSim  # noqa: E402
 
-QUOTA, LATENCY, REGION = 600, 0.05, "us-east-1"
+LATENCY, REGION = 0.05, "us-east-1"
+QUOTA = 600  # set from --quota
 
 
 def function_env(sim: StationSim, moto_url: str, copies: int) -> dict:
@@ -102,8 +104,11 @@ def direct_path(moto_url: str, events: list, tmp: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--findings", type=int, default=1000)
+    parser.add_argument("--quota", type=int, default=600, help="Station calls per minute (and the budget)")
     parser.add_argument("--only", choices=("queue", "direct"))
     args = parser.parse_args()
+    global QUOTA
+    QUOTA = args.quota
     from moto.server import ThreadedMotoServer
 
     events = [to_eventbridge(make_finding(i)) for i in range(args.findings)]
