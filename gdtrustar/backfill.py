@@ -149,6 +149,8 @@ def _ms(iso: Optional[str]) -> Optional[int]:
 
 def warn_shared_budget(session: Any, regions: list[str], settings: Any, echo: Callable[[str], None]) -> None:
     """One line when a deployed stack in these regions spends the same API key's quota."""
+    if not settings.api_key:  # the run stops on the missing credentials anyway
+        return
     from botocore.config import Config
 
     from gdtrustar.budget import shared_budget_warning
