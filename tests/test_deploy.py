@@ -427,6 +427,15 @@ def test_moto_gaps_queue_policies_and_alarms_are_in_the_deployed_template(deploy
     for alarm in (dlq, age):
         assert alarm["AlarmActions"] == {"Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}],
                                                     {"Ref": "AWS::NoValue"}]}
+    # moto's CloudWatch takes the alarms as CloudFormation would create them (the API validates the shape)
+    for logical, queue in (("DeadLetterAlarm", "gdt-main-dlq"), ("BufferAgeAlarm", "gdt-main-buffer")):
+        props = dict(tpl["Resources"][logical]["Properties"], Dimensions=[{"Name": "QueueName", "Value": queue}],
+                     AlarmActions=[TOPIC], OKActions=[TOPIC])
+        aws("cloudwatch").put_metric_alarm(AlarmName=f"gdt-main-{logical}", **props)
+    made = aws("cloudwatch").describe_alarms(AlarmNamePrefix="gdt-main-")["MetricAlarms"]
+    assert {(a["MetricName"], a["Dimensions"][0]["Value"], tuple(a["AlarmActions"])) for a in made} == {
+        ("ApproximateNumberOfMessagesVisible", "gdt-main-dlq", (TOPIC,)),
+        ("ApproximateAgeOfOldestMessage", "gdt-main-buffer", (TOPIC,))}
     params = {p["ParameterKey"]: p["ParameterValue"] for p in _stack(aws, "gdt-main")["Parameters"]}
     assert params["AlarmTopicArn"] == TOPIC
     from gdtrustar.budget import key_fingerprint
