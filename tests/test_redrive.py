@@ -126,11 +126,13 @@ def test_a_move_already_running_is_followed_not_started_twice(redrive, moto_url,
 
 
 def test_a_stack_from_before_the_queue_or_no_stack_is_one_line(redrive, moto_url):  # noqa: F811
-    create_stack(moto_url, "gdt-old", template=(FIXTURES / "stack-before-queue.json").read_text())
-    res = redrive("--function-name", "gdt-old")
+    # moto's state is per process, shared by every module's server: a name of its own (test_deploy has gdt-old)
+    old = (FIXTURES / "stack-before-queue.json").read_text().replace("gdt-old", "gdt-redrive-old")
+    create_stack(moto_url, "gdt-redrive-old", template=old)
+    res = redrive("--function-name", "gdt-redrive-old")
     assert res.code == 2
-    assert "stack gdt-old (us-east-1) has no BufferQueueArn: it predates the buffer queue" in res.stderr
-    assert "gdtrustar deploy-lambda --function-name gdt-old" in res.stderr
+    assert "stack gdt-redrive-old (us-east-1) has no BufferQueueArn: it predates the buffer queue" in res.stderr
+    assert "gdtrustar deploy-lambda --function-name gdt-redrive-old" in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
     missing = redrive("--function-name", "gdt-nowhere")
     assert missing.code == 2 and "no stack gdt-nowhere in us-east-1" in missing.stderr
