@@ -125,8 +125,9 @@ def handle_batch(event: dict, context: Any, deliver: Deliver,
         for outcome in results:
             if outcome.action not in DELIVERED:
                 failed.update(ids)
+                where = f" in {outcome.enclave_id}" if outcome.enclave_id else ""
                 for message_id in sorted(set(ids)):
-                    _log(message_id, outcome.action, f"finding {finding_id} in {outcome.enclave_id}: {outcome.error}")
+                    _log(message_id, outcome.action, f"finding {finding_id}{where}: {outcome.error}")
     return {"batchItemFailures": [{"itemIdentifier": m.message_id} for m in messages if m.message_id in failed]}
 
 

@@ -92,11 +92,24 @@ def test_rotated_secret_is_fetched_again(lambda_env, sim):
     assert result["action"] == "created"
 
 
-def test_a_finding_the_mapper_cannot_render_raises_so_lambda_dead_letters_it(lambda_env, sim):
-    """Issue 11 item 6: never a success with action "invalid" (no retry, no dead-letter queue)."""
+UNRENDERABLE = {"partition": [[1, [2]]]}  # passes normalize, the mapper raised TypeError on it when written
+UNREADABLE = {"id": "\ud800"}  # a lone surrogate (as a JSON escape brings it): invalid text
+
+
+@pytest.mark.parametrize("change", [UNRENDERABLE, UNREADABLE], ids=["unrenderable", "unreadable"])
+def test_a_finding_that_cannot_be_rendered_is_never_a_silent_success(lambda_env, sim, change):
+    """Issue 11 item 6: raise (retries, then the dead-letter queue), never return success with action "invalid".
+
+    Should the mapper learn to render the first one, delivering it is fine too: what may not happen is a
+    success that delivered nothing.
+    """
     finding = make_finding(7)
-    finding["id"] += "\ud800"  # a lone surrogate, as a JSON escape would bring it: it cannot be encoded
+    finding.update({k: (finding[k] + v if k == "id" else v) for k, v in change.items()})
     event = json.loads(json.dumps(to_eventbridge(finding)))
-    with pytest.raises(InvalidFindingError, match="cannot map finding"):
-        lambda_handler.handler(event, None)
-    assert sim.count("upsert") == 0
+    try:
+        result = lambda_handler.handler(event, None)
+    except InvalidFindingError as exc:
+        assert "cannot map finding" in str(exc) or "not valid Unicode" in str(exc), exc
+        assert sim.count("upsert") == 0
+    else:
+        assert result["action"] in ("created", "updated") and len(sim.reports) == 1, result
