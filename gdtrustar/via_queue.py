@@ -24,9 +24,10 @@ from typing import Any, Callable
 from gdtrustar.delivery import ACTIONS, Outcome, Summary
 from gdtrustar.deployed import aws_errors, drain_time, queue_depth
 from gdtrustar.errors import ConfigError
-from gdtrustar.failures import FailuresFile
+from gdtrustar.failures import FailuresFile, choose_path
 from gdtrustar.findings import is_sample
 from gdtrustar.items import Item
+from gdtrustar.ledger import default_path
 from gdtrustar.output import Reporter
 from gdtrustar.status import ExitStatus
 
@@ -137,19 +138,21 @@ def backfill_via_queue(session: Any, targets: list, criteria: Any, stack: Any, o
     url = stack.output("BufferQueueUrl")
     with aws_errors(f"buffer queue of {stack.name}"):
         limit = max_message_bytes(sqs, url)
-    reporter = Reporter(json_mode=options.json, dry_run=False, verbosity=options.verbosity)
-    failures = FailuresFile(options.failures, explicit=options.failures is not None)
+    path, note = choose_path(options.failures, (options.state or default_path()).parent)  # before any send
+    failures = FailuresFile(path, explicit=options.failures is not None, note=note)
+    stop = threading.Event()  # Ctrl-C or a closed stdout: stop reading, send what is packed
+    reporter = Reporter(json_mode=options.json, dry_run=False, verbosity=options.verbosity, on_closed=stop.set)
     summary = Summary(counts={"queued": 0, **dict.fromkeys(ACTIONS, 0)})
 
     def sink(outcome: Outcome) -> None:
         summary.findings += 1
         summary.counts[outcome.action] += 1
+        failures.add(outcome)  # first: whatever happens to the output, the finding is listed
         reporter(outcome)
-        failures.add(outcome)
 
     sender = QueueSender(sqs, url, sink, limit)
     try:
-        _queue_all(sender, targets, criteria, reporter, stack.name, options.exclude_samples)
+        _queue_all(sender, targets, criteria, reporter, stack.name, options.exclude_samples, stop)
     except KeyboardInterrupt:
         summary.interrupted = True
     finally:
@@ -157,18 +160,18 @@ def backfill_via_queue(session: Any, targets: list, criteria: Any, stack: Any, o
             sender.flush()
         finally:
             summary.finished = time.monotonic()
-            reporter.finish(summary, failures.close())
+            reporter.finish(summary, failures.close(), failures.note)
     with aws_errors(f"buffer queue of {stack.name}"):
         depth = queue_depth(sqs, url)
     reporter.line(f"the buffer queue of {stack.name} holds about {depth} findings; "
                   f"they drain in {drain_time(depth, stack)}, with or without this machine")
-    if summary.interrupted:
-        return ExitStatus.INTERRUPTED
+    if summary.interrupted or reporter.closed:
+        return ExitStatus.INTERRUPTED if summary.interrupted else ExitStatus.OUTPUT_CLOSED
     return ExitStatus.UNDELIVERED if summary.problems else ExitStatus.SUCCESS
 
 
 def _queue_all(sender: QueueSender, targets: list, criteria: Any, reporter: Reporter, name: str,
-               exclude_samples: bool) -> None:
+               exclude_samples: bool, stop: threading.Event) -> None:
     """Read every target's pages (prefetched one ahead, as backfill does) into the sender."""
     from gdtrustar.backfill import _item as finding_item
     from gdtrustar.guardduty import count, pages, prefetch
@@ -178,10 +181,12 @@ def _queue_all(sender: QueueSender, targets: list, criteria: Any, reporter: Repo
     reporter.set_total(None if None in totals else sum(totals), f"queueing to {name}")
     for target, wire_criteria in wire:
         reporter.describe(target.label)
-        stop = threading.Event()
+        done = threading.Event()
         try:
-            for page in prefetch(pages(target, wire_criteria), stop):
+            for page in prefetch(pages(target, wire_criteria), done):
                 for raw in page:
+                    if stop.is_set():
+                        return
                     item = finding_item(target, raw)
                     if exclude_samples and item.finding is not None and is_sample(item.finding):
                         sender.sink(Outcome("skipped", item.origin, item.finding["id"],
@@ -189,4 +194,4 @@ def _queue_all(sender: QueueSender, targets: list, criteria: Any, reporter: Repo
                     else:
                         sender.submit(item)
         finally:
-            stop.set()
+            done.set()
