@@ -1,5 +1,7 @@
 """``gdtrustar redrive``: SQS's own dead-letter queue redrive, started and watched.
 
+See docs/decisions.md#sqs-redrive for what the API allows.
+
 The stack's dead-letter queue is the redrive target of its buffer queue, so SQS can move its
 messages back with ``StartMessageMoveTask`` (asynchronously, up to 500 messages/s, one task per
 queue). This module only starts that task, with the buffer queue as the explicit destination (a

@@ -3,7 +3,8 @@
 The Lambda's event source mapping hands the function up to 10 messages whose bodies are the
 EventBridge events the rule sent (or, after ``gdtrustar redrive`` of a stack's old dead-letter
 queue, Lambda on-failure records wrapping them). The function answers with a partial batch
-response: the ids of the messages that must come back. SQS deletes the rest.
+response: the ids of the messages that must come back. SQS deletes the rest
+(docs/decisions.md#sqs-event-source; the on-failure records: docs/decisions.md#lambda-async).
 
 Rules, in the order they apply:
 

@@ -8,7 +8,7 @@ finding), so the function cannot tell a backfilled finding from a live one.
 
 A finding is queued at most once per run (the latest ``updatedAt`` if GuardDuty lists it twice);
 there is no ledger: the laptop never learns what Station accepted. A body over the queue's
-``MaximumMessageSize`` (read from the queue: 256 KiB or 1 MiB depending on the queue) cannot be
+``MaximumMessageSize`` (docs/decisions.md#sqs-message-size: 256 KiB or 1 MiB) cannot be
 queued: that is one line, and the finding goes to the failures file for a direct ``gdtrustar
 send``. So do entries SQS keeps refusing after ``ENTRY_ATTEMPTS`` tries.
 """

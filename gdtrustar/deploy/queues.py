@@ -1,18 +1,17 @@
 """The queue side of the stack: key, queues, their policies, event source mapping, alarms.
 
-Why a stack-created KMS key and not SSE-SQS: AWS documents that a service sending to an encrypted
-queue (EventBridge here, both to the buffer queue and, on delivery failure, to the dead-letter
-queue) needs a customer managed key whose policy grants ``events.amazonaws.com``
-``kms:GenerateDataKey`` and ``kms:Decrypt``. Whether EventBridge can send to an SSE-SQS queue is
-not confirmed anywhere we looked. The customer managed key works under both readings; SSE-SQS
-works under one. The key grants EventBridge the two calls without a condition: the queue policies
-are the gate (only this rule may send), and a condition key EventBridge might not pass to KMS
-would make delivery fail silently.
+Why a stack-created KMS key and not SSE-SQS (docs/decisions.md#sqs-encryption): AWS documents
+that a service sending to an encrypted queue (EventBridge here, both to the buffer queue and, on
+delivery failure, to the dead-letter queue) needs a customer managed key whose policy grants
+``events.amazonaws.com`` ``kms:GenerateDataKey`` and ``kms:Decrypt``. Whether EventBridge can send
+to an SSE-SQS queue is not confirmed anywhere we looked. The customer managed key works under both
+readings; SSE-SQS works under one. The key grants EventBridge the two calls without a condition:
+the queue policies are the gate (only this rule may send), and a condition key EventBridge might
+not pass to KMS would make delivery fail silently.
 
-Sizes (Lambda + SQS guidance, see ``reference/aws-live-path.md``): the visibility timeout is six
-function timeouts plus the batching window; failed items come back after it, and after
-``MAX_RECEIVE_COUNT`` receives SQS moves them to the dead-letter queue, whence ``gdtrustar
-redrive`` brings them back.
+Sizes (docs/decisions.md#sqs-event-source): the visibility timeout is six function timeouts plus
+the batching window; failed items come back after it, and after ``MAX_RECEIVE_COUNT`` receives SQS
+moves them to the dead-letter queue, whence ``gdtrustar redrive`` brings them back.
 """
 
 from __future__ import annotations
