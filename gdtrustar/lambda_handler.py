@@ -19,12 +19,13 @@ upsert, so a redelivered message is harmless.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import time
 from typing import Any, Iterable, Iterator, Optional
 
 from gdtrustar.delivery import Engine, Outcome
-from gdtrustar.errors import DeliveryError, InvalidFindingError
+from gdtrustar.errors import DeliveryError, InvalidFindingError, RetriableError
 from gdtrustar.items import Item, items_from
 from gdtrustar.logs import setup_logging
 from gdtrustar.settings import Settings, fetch_secret, load_settings
@@ -32,6 +33,7 @@ from gdtrustar.sources import Document
 from gdtrustar.sqs_batch import deadline_from, handle_batch, is_sqs_batch
 from gdtrustar.station import station_factory
 
+log = logging.getLogger(__name__)
 _runtime: Optional[_Runtime] = None
 
 
@@ -47,8 +49,11 @@ class _Runtime:
         self.fetched_at = 0.0
         self.client: Any = None
 
-    def station(self, force: bool = False) -> Any:
-        """The Station client, rebuilt when the cached secret expired or ``force`` is set."""
+    def station(self, force: bool = False, deadline: Optional[float] = None) -> Any:
+        """The Station client, rebuilt when the cached secret expired or ``force`` is set.
+
+        A new client's enclave check waits for its paced slot like any call, so it keeps ``deadline``.
+        """
         stale = self.base.secret_arn and time.monotonic() - self.fetched_at > self.ttl
         if self.client is None or stale or force:
             settings = self.base
@@ -60,6 +65,7 @@ class _Runtime:
             settings.require_credentials()
             settings.require_enclaves()
             client = station_factory(settings)()
+            client.deadline = deadline
             client.check_enclaves(settings.enclave_ids)
             self.settings, self.client = settings, client
         return self.client
@@ -67,11 +73,16 @@ class _Runtime:
     def deliver(self, items: Iterable[Item], deadline: Optional[float]) -> list[Outcome]:
         """Deliver through the shared engine; failures are retried once only if the secret changed."""
         seen: list[Item] = []
-        outcomes = self._run(self.station(), _tap(items, seen), deadline)
+        try:
+            client = self.station(deadline=deadline)
+        except RetriableError as exc:  # Station unreachable, or no slot for the enclave check in time
+            log.warning("nothing delivered in this invocation: %s", exc)
+            return []
+        outcomes = self._run(client, _tap(items, seen), deadline)
         failed = {o.finding_id for o in outcomes if o.action == "failed"}
         if failed and self.base.secret_arn:
             before = self.client
-            if self.station(force=True) is not before:  # rotated: the failures may be auth failures
+            if self.station(force=True, deadline=deadline) is not before:  # rotated: maybe auth failures
                 retry = [i for i in seen if i.finding and i.finding["id"] in failed]
                 again = {o.finding_id: o for o in self._run(self.client, retry, deadline)}
                 outcomes = [again.get(o.finding_id, o) if o.finding_id in failed else o for o in outcomes]
@@ -101,6 +112,8 @@ def _bare_event(runtime: _Runtime, event: Any, context: Any) -> dict:
     if invalid or not items:
         raise InvalidFindingError(invalid[0].error if invalid else "event holds no GuardDuty finding")
     outcomes = runtime.deliver(items, deadline_from(context, time.monotonic))
+    if not outcomes:  # Station could not be reached in time: Lambda retries the event
+        raise DeliveryError(f"{origin}: not delivered: Station was not reachable within the invocation")
     for outcome in outcomes:
         if outcome.action == "invalid":  # a finding the mapper cannot render: dead-letter it, never drop it
             raise InvalidFindingError(f"finding {outcome.finding_id}: {outcome.error}")

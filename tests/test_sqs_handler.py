@@ -9,6 +9,7 @@ copies against one Station simulator with a quota.
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 
 import boto3
@@ -75,6 +76,7 @@ def warm(monkeypatch, function_env):
     lambda_handler.clear_cache()
     yield
     lambda_handler.clear_cache()
+    logging.getLogger().handlers.clear()  # the handler's log stream was this test's captured stderr
 
 
 def _send(sqs, url: str, bodies: list) -> list:
@@ -173,7 +175,8 @@ def test_a_429_it_cannot_wait_out_returns_the_messages_and_never_raises(warm, qu
     assert _failures(result) == set(ids[1:])
     settle(sqs, url, messages[1:], result, raised=False)
     sim.clear_faults()
-    messages, event = _batch(sqs, url, arn, 4)  # redelivered by SQS
+    messages, event = _batch(sqs, url, arn, 4)  # redelivered by SQS ...
+    lambda_handler.clear_cache()  # ... to another copy: the warm one still honours Station's 200 s pause
     assert lambda_handler.handler(event, FakeContext(120)) == {"batchItemFailures": []}
     assert len(sim.reports_by_external_id()) == 5
 
@@ -195,18 +198,19 @@ def lambda_handler_safety() -> float:
 
 @NEEDS_DEADLINE
 def test_a_paced_batch_stops_at_the_deadline_and_returns_the_rest(warm, queues, sim, monkeypatch):
-    """6 calls/min over 2 copies: 3 a minute each, so a 10-message batch cannot finish in 30 s."""
-    monkeypatch.setenv("TRUSTAR_MAX_RATE", "6")
+    """60 calls/min over 2 copies: one call about every 2 s per copy, so 10 writes cannot fit in 9 s."""
+    monkeypatch.setenv("TRUSTAR_MAX_RATE", "60")
     lambda_handler.clear_cache()
     sqs, url, arn, _ = queues
     ids = _send(sqs, url, [_event_body(make_finding(i)) for i in range(40, 50)])
     messages, event = _batch(sqs, url, arn, 10)
-    context = FakeContext(lambda_handler_safety() + 20)
+    context = FakeContext(lambda_handler_safety() + 9)
     result = lambda_handler.handler(event, context)
     assert context.get_remaining_time_in_millis() > 0  # returned before the Lambda timeout
     delivered = sim.count("upsert", status=200) + sim.count("upsert", status=201)
     assert 0 < delivered < 10 and len(_failures(result)) == 10 - delivered
     assert _failures(result) <= set(ids)
+    assert sim.count(status=429) == 0
 
 
 def test_an_old_stacks_dead_letter_record_is_delivered_after_redrive(warm, queues, sim):
