@@ -23,6 +23,7 @@ import os
 import subprocess
 import sys
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Optional
 
@@ -78,37 +79,58 @@ def in_queue(sqs: Any, queue_url: str) -> int:
 
 
 def run_copy(spec: dict) -> dict:
-    """One copy's life: poll and invoke until the queue is empty; returns its statistics."""
+    """One copy's life: poll and invoke until the queue is empty; returns its statistics.
+
+    As Lambda's pollers do, the next batch is received while the function runs, and the last one is
+    settled (deleted, or made visible again) beside the next invocation: the function's own time
+    is spent on the function.
+    """
     os.environ.update(spec["env"])
     import boto3
 
     from gdtrustar import lambda_handler
 
-    sqs = boto3.client("sqs", endpoint_url=spec["endpoint"], region_name=spec["region"])
-    queue_arn = sqs.get_queue_attributes(QueueUrl=spec["queue_url"], AttributeNames=["QueueArn"])[
-        "Attributes"]["QueueArn"]
+    def client():
+        return boto3.client("sqs", endpoint_url=spec["endpoint"], region_name=spec["region"])
+
+    url, fetch, tidy = spec["queue_url"], client(), client()
+    queue_arn = fetch.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     stats = {"invocations": 0, "messages": 0, "deleted": 0, "returned": 0, "raised": [], "late": 0}
     stop = time.monotonic() + float(spec.get("stop_after", 300))
-    while time.monotonic() < stop:
-        messages = receive(sqs, spec["queue_url"])
-        if not messages:
-            if in_queue(sqs, spec["queue_url"]) == 0:
-                break
-            continue
-        context = FakeContext(float(spec.get("timeout", 120)))
-        result, raised = None, False
-        try:
-            result = lambda_handler.handler(sqs_event(messages, queue_arn, spec["region"]), context)
-        except Exception as exc:  # what Lambda would record as a function error
-            stats["raised"].append(f"{type(exc).__name__}: {exc}")
-            raised = True
-        stats["late"] += context.get_remaining_time_in_millis() == 0  # ran into the Lambda timeout
-        deleted, returned = settle(sqs, spec["queue_url"], messages, result, raised)
-        stats["invocations"] += 1
-        stats["messages"] += len(messages)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        upcoming, settling = pool.submit(receive, fetch, url), None
+        while time.monotonic() < stop:
+            messages = upcoming.result()
+            if not messages:
+                _count(stats, settling)
+                settling = None
+                if in_queue(fetch, url) == 0:
+                    break
+                upcoming = pool.submit(receive, fetch, url)
+                continue
+            upcoming = pool.submit(receive, fetch, url)
+            context = FakeContext(float(spec.get("timeout", 120)))
+            result, raised = None, False
+            try:
+                result = lambda_handler.handler(sqs_event(messages, queue_arn, spec["region"]), context)
+            except Exception as exc:  # what Lambda would record as a function error
+                stats["raised"].append(f"{type(exc).__name__}: {exc}")
+                raised = True
+            stats["late"] += context.get_remaining_time_in_millis() == 0  # ran into the Lambda timeout
+            stats["invocations"] += 1
+            stats["messages"] += len(messages)
+            _count(stats, settling)
+            settling = pool.submit(settle, tidy, url, messages, result, raised)
+        _count(stats, settling)
+        upcoming.cancel()
+    return stats
+
+
+def _count(stats: dict, settling: Optional[Future]) -> None:
+    if settling is not None:
+        deleted, returned = settling.result()
         stats["deleted"] += deleted
         stats["returned"] += returned
-    return stats
 
 
 def run_copies(specs: list, workdir: Path, env: dict, timeout: float = 600) -> list:
