@@ -29,9 +29,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gdtrustar.logs import quiet_sdk  # noqa: E402
+from gdtrustar.sdk import quiet_sdk  # noqa: E402
 
-quiet_sdk()  # the old flow's SDK would log JSON to stdout
+quiet_sdk()  # the old flow's SDK would log JSON to stdout (importing gdtrustar.sdk already did this)
 
 from _common import duplicates, pct, run_cli, station_env, table  # noqa: E402
 from bench_core import old_flow, write_events  # noqa: E402

@@ -1,4 +1,4 @@
-"""The composition root: wires settings, Station clients, ledger, output and failures into a run.
+"""The composition root: wires settings, the backend's writers, ledger, output and failures into a run.
 
 Commands build a ``Run`` and feed it items. The Run checks the settings and the enclave permissions
 before anything is shown, so a configuration error is one line on a clean terminal. A Station that
@@ -13,18 +13,20 @@ import signal
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Optional
+from typing import Callable, Iterable, Iterator, Optional
 
-from gdtrustar import callstate
-from gdtrustar.delivery import INTERRUPTED, Engine, Summary
+from gdtrustar import backends, callstate
+from gdtrustar.delivery import INTERRUPTED, Engine
 from gdtrustar.errors import GdTrustarError, RetriableError, StationUnavailableError
 from gdtrustar.failures import FailuresFile, choose_path
 from gdtrustar.items import Item
 from gdtrustar.ledger import Ledger, default_path, open_ledger
+from gdtrustar.outcomes import Outcome, Summary
 from gdtrustar.output import OUTPUT_CLOSED, Reporter
 from gdtrustar.pacing import Pacer, interruptible_sleep
 from gdtrustar.settings import Settings
 from gdtrustar.status import ExitStatus
+from gdtrustar.writer import Writer
 
 
 @dataclass(frozen=True)
@@ -51,7 +53,7 @@ class Run:
         self.calls_file: Optional[Path] = None
         self.unreachable: Optional[str] = None  # why Station could not be reached at start
         self.stop = threading.Event()  # set by Engine.request_stop: ends every wait at once
-        factory = None
+        writers = None
         if not options.dry_run:
             settings.require_credentials()
             settings.require_enclaves()
@@ -59,14 +61,15 @@ class Run:
         path, note = choose_path(options.failures, state.parent)  # before anything is attempted
         self.failures = FailuresFile(path, explicit=options.failures is not None, note=note)
         if not options.dry_run:
-            factory = self._connect(settings, state)
+            writers = self._connect(settings, state)
         self.reporter = Reporter(json_mode=options.json, dry_run=options.dry_run, verbosity=options.verbosity,
                                  on_closed=lambda: self.engine.request_stop(OUTPUT_CLOSED))
         self._finished = False
         self.engine = Engine(
             enclave_ids=settings.enclave_ids,
             sink=self._sink,
-            client_factory=factory,
+            render=backends.backend_for(settings).payload,
+            writers=writers,
             ledger=self.ledger,
             concurrency=options.concurrency,
             exclude_samples=options.exclude_samples,
@@ -77,7 +80,7 @@ class Run:
             self.engine.unavailable = StationUnavailableError(f"not attempted: {self.unreachable}")
             self.reporter.line(f"error: {self.unreachable}; nothing is sent this run")
 
-    def _connect(self, settings: Settings, state: Path) -> Callable[[], Any]:
+    def _connect(self, settings: Settings, state: Path) -> Callable[[], Writer]:
         """Ledger, pacer (seeded with this API key's last minute) and the start-up enclave check.
 
         A Station that cannot be reached (connection refused, DNS, timeouts, 5xx, refused tokens) is a
@@ -85,21 +88,19 @@ class Run:
         finding it reads, so stdin is not lost. Rejected credentials, a missing create permission or a
         malformed URL still raise ``ConfigError`` (exit 2).
         """
-        from gdtrustar.station import station_factory  # deferred: the SDK is slow to import
-
         self.ledger = open_ledger(state, settings.api_endpoint)
         sleep = interruptible_sleep(self.stop)
         self.pacer = Pacer(settings.max_rate, sleep=sleep)
         self.calls_file = callstate.state_path(default_path().parent, settings.api_endpoint, settings.api_key or "")
         callstate.seed(self.pacer, self.calls_file)
-        factory = station_factory(settings, self.pacer, sleep=sleep)
+        writers = backends.open_writers(settings, self.pacer, sleep=sleep)
         try:
-            factory().check_enclaves(settings.enclave_ids)
+            writers().check(settings.enclave_ids)
         except RetriableError as exc:
             self.unreachable = f"Station unreachable at start: {exc}"
-        return factory
+        return writers
 
-    def _sink(self, outcome) -> None:
+    def _sink(self, outcome: Outcome) -> None:
         self.failures.add(outcome)  # first: whatever happens to the output, the finding is listed
         self.reporter(outcome)
 

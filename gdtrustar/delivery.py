@@ -5,13 +5,15 @@ Pipeline, left to right::
     documents ─► items (normalised finding | invalid) ─► per enclave: report ─► ledger decision
         ─► (new/changed) paced keyed write on a worker thread ─► Outcome ─► sink (output, failures)
 
-The main thread owns everything stateful (ledger, sink, counters); workers only call Station, each
-with its own SDK client. At most ``2 × concurrency`` writes are in flight, so memory stays flat for
-any input size. Every item ends as exactly one Outcome per enclave: created, updated, unchanged,
-skipped, dry-run, invalid or failed. After ``BREAKER`` consecutive failures Station is considered
-down and the rest is failed without calls, so a long outage fills the failures file quickly instead
-of retrying every finding for minutes; a Station unreachable at start (``unavailable``) is not
-called at all. A stop request (Ctrl-C) also sets the ``stop`` event, which ends every wait at once.
+The main thread owns everything stateful (ledger, sink, counters); workers only call the backend,
+each with its own ``writer.Writer``: the engine knows nothing else of it (``backends.py`` chose it,
+and its ``payload`` is what a dry run shows and the ledger digests). At most ``2 × concurrency``
+writes are in flight, so memory stays flat for any input size. Every item ends as exactly one
+``Outcome`` per enclave (``outcomes.ACTIONS``). After ``BREAKER`` consecutive failures the backend
+is considered down and the rest is failed without calls, so a long outage fills the failures file
+quickly instead of retrying every finding for minutes; a backend unreachable at start
+(``unavailable``) is not called at all. A stop request (Ctrl-C) also sets the ``stop`` event,
+which ends every wait at once.
 
 The engine does not know where an item came from. When every enclave's outcome of an item is in,
 it settles the item's ``receipt`` (if its source gave it one; see ``checkpoint.py``), which is how
@@ -27,103 +29,46 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Optional
+from typing import Callable, Iterable, NamedTuple, Optional, Union
 
-from gdtrustar.checkpoint import HANDLED
 from gdtrustar.errors import GdTrustarError
 from gdtrustar.findings import is_sample
-from gdtrustar.items import Item, Receipt
+from gdtrustar.items import Item
 from gdtrustar.ledger import Delivered, Ledger, decide
 from gdtrustar.mapper import Report, build_report, external_id
-from gdtrustar.station import StationClient, WriteResult
+from gdtrustar.outcomes import Outcome, Summary, Tally
+from gdtrustar.writer import Payload, Writer, WriteResult, digest
 
 BREAKER = 20
 PLACEHOLDER_ENCLAVE = "<enclave-id>"  # dry run without a configured enclave: show the report anyway
 INTERRUPTED = "interrupted"
-ACTIONS = ("created", "updated", "unchanged", "skipped", "dry-run", "invalid", "failed")
 
 
-@dataclass
-class Outcome:
-    """What happened to one finding in one enclave."""
+class _Pending(NamedTuple):
+    """A write in flight: its outcome so far, its ledger row to be, and what settles when it lands."""
 
-    action: str
-    origin: str
-    finding_id: Optional[str] = None
-    enclave_id: Optional[str] = None
-    external_id: Optional[str] = None
-    report_id: Optional[str] = None
-    error: Optional[str] = None
-    report: Optional[dict] = None
-    finding: Optional[dict] = field(default=None, repr=False)
-    document: Any = field(default=None, repr=False)
-    calls: int = 0
-
-    def record(self) -> dict:
-        """The ``--json`` record (keys are a contract)."""
-        out = {
-            "finding_id": self.finding_id,
-            "enclave_id": self.enclave_id,
-            "action": self.action,
-            "external_id": self.external_id,
-            "report_id": self.report_id,
-            "error": self.error,
-            "origin": self.origin,
-        }
-        if self.report is not None:
-            out["report"] = self.report
-        return out
-
-
-@dataclass
-class Summary:
-    """Counts by action; ``findings`` counts findings (and invalid documents), not enclave pairs."""
-
-    counts: dict = field(default_factory=lambda: dict.fromkeys(ACTIONS, 0))
-    findings: int = 0
-    enclaves: int = 1
-    station_calls: int = 0
-    started: float = field(default_factory=time.monotonic)
-    finished: Optional[float] = None
-    interrupted: bool = False
-    notes: list = field(default_factory=list)  # sources' own figures, printed (str) after the counts
-
-    @property
-    def problems(self) -> int:
-        return self.counts["invalid"] + self.counts["failed"]
-
-    @property
-    def elapsed(self) -> float:
-        return (self.finished or time.monotonic()) - self.started
-
-
-class _Ticket:
-    """The outcomes still due for one item, and what they add up to for its receipt."""
-
-    __slots__ = ("receipt", "due", "handled", "narrowed")
-
-    def __init__(self, receipt: Optional[Receipt], due: int) -> None:
-        self.receipt, self.due, self.handled, self.narrowed = receipt, due, True, False
-
-    def note(self, outcome: Outcome) -> None:
-        self.due -= 1
-        self.handled = self.handled and outcome.action in HANDLED
-        # a finding skipped by a user's flag (--exclude-samples) was left out, not delivered
-        self.narrowed = self.narrowed or (outcome.action == "skipped" and outcome.finding is not None)
-        if self.due == 0 and self.receipt is not None:
-            self.receipt.settle(self.handled, self.narrowed)
+    outcome: Outcome
+    key: tuple[str, str]  # (enclave id, finding id)
+    updated_at: str
+    digest: str
+    known: bool  # the ledger (or this run) has a row for it: an unspecific answer means "updated"
+    tally: Tally
 
 
 class Engine:
-    """Turns items into outcomes; see the module docstring for the flow."""
+    """Turns items into outcomes; see the module docstring for the flow.
+
+    ``render`` is the backend's wire form of a report (``writer.Backend.payload``): the dry run shows
+    it and the ledger digests it. ``writers`` makes one writer per worker thread; None is a dry run.
+    """
 
     def __init__(
         self,
         *,
         enclave_ids: tuple[str, ...],
         sink: Callable[[Outcome], None],
-        client_factory: Optional[Callable[[], StationClient]] = None,
+        render: Callable[[Report], Payload],
+        writers: Optional[Callable[[], Writer]] = None,
         ledger: Optional[Ledger] = None,
         concurrency: int = 8,
         exclude_samples: bool = False,
@@ -133,21 +78,22 @@ class Engine:
     ) -> None:
         self.enclave_ids = enclave_ids
         self.sink = sink
-        self.client_factory = client_factory
+        self.render = render
+        self.writers = writers
         self.ledger = ledger
         self.exclude_samples = exclude_samples
         self.force = force
         self.batch_size = batch_size
         self.summary = Summary(enclaves=max(1, len(enclave_ids)))
-        self.dry_run = client_factory is None
+        self.dry_run = writers is None
         self._local = threading.local()
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="station")
         self._max_in_flight = max(1, concurrency) * 2
-        self._in_flight: set[Future] = set()
-        self._in_flight_keys: set[tuple] = set()
+        self._in_flight: dict[Future[Union[WriteResult, GdTrustarError]], _Pending] = {}
+        self._in_flight_keys: set[tuple[str, str]] = set()
         self._uncommitted = 0
         self._consecutive_failures = 0
-        self._memo: dict[tuple, Delivered] = {}  # rows of this run's writes when there is no ledger
+        self._memo: dict[tuple[str, str], Delivered] = {}  # rows of this run's writes when there is no ledger
         self._current: Optional[Item] = None
         self.stop_reason: Optional[str] = None
         self._stop = stop  # set with the stop flag: wakes every worker waiting in the pacer or back-off
@@ -196,18 +142,18 @@ class Engine:
         self.request_stop(reason)
         self._pool.shutdown(wait=True, cancel_futures=True)  # queued writes never start; running ones end
         item, self._current = self._current, None
-        pending = [(future.context[0], future.context[3]) for future in self._in_flight]  # type: ignore[attr-defined]
+        pending: list[tuple[Outcome, Optional[Tally]]] = [(p.outcome, p.tally) for p in self._in_flight.values()]
         if item is not None:
             action = "failed" if item.finding is not None else "invalid"
             pending.insert(0, (Outcome(action, item.origin, (item.finding or {}).get("id"), error=item.error,
                                        finding=item.finding, document=item.document), None))
         self._in_flight.clear()
         self._in_flight_keys.clear()
-        for outcome, ticket in pending:
+        for outcome, tally in pending:
             if outcome.action != "invalid":
                 outcome.action, outcome.error = "failed", f"not delivered or not recorded: {reason}"
             try:
-                self._emit(outcome, ticket)
+                self._emit(outcome, tally)
             except Exception:  # noqa: S112 - keep listing the others; the run already failed
                 continue
         self.summary.finished = self.summary.finished or time.monotonic()
@@ -216,26 +162,26 @@ class Engine:
         targets = self.enclave_ids or (None,)
         if item.finding is None:
             action = "skipped" if item.skipped else "invalid"
-            self._emit(Outcome(action, item.origin, error=item.error, document=item.document), _Ticket(item.receipt, 1))
+            self._emit(Outcome(action, item.origin, error=item.error, document=item.document), Tally(item.receipt, 1))
             return
         finding_id = item.finding["id"]
         if self.exclude_samples and is_sample(item.finding):
-            ticket = _Ticket(item.receipt, len(targets))
+            tally = Tally(item.receipt, len(targets))
             for enclave_id in targets:
                 self._emit(Outcome("skipped", item.origin, finding_id, enclave_id,
                                    enclave_id and external_id(enclave_id, finding_id),
                                    error="sample finding excluded by --exclude-samples", finding=item.finding),
-                           ticket)
+                           tally)
             return
         try:
             reports = [(e, build_report(item.finding, e or PLACEHOLDER_ENCLAVE)) for e in targets]
         except (RecursionError, ValueError, TypeError) as exc:  # a finding the mapper cannot render
             self._emit(Outcome("invalid", item.origin, finding_id, error=f"cannot map finding: {type(exc).__name__}",
-                               finding=item.finding), _Ticket(item.receipt, 1))
+                               finding=item.finding), Tally(item.receipt, 1))
             return
-        ticket = _Ticket(item.receipt, len(reports))
+        tally = Tally(item.receipt, len(reports))
         for enclave_id, report in reports:
-            self._route(item, finding_id, enclave_id, report, ticket)
+            self._route(item, finding_id, enclave_id, report, tally)
 
     def flush(self) -> None:
         """Wait for every in-flight write and commit the ledger (a batch boundary)."""
@@ -254,28 +200,28 @@ class Engine:
 
     # -- internals ----------------------------------------------------------------------------
     def _route(self, item: Item, finding_id: str, enclave_id: Optional[str], report: Report,
-               ticket: _Ticket) -> None:
+               tally: Tally) -> None:
         base = Outcome("dry-run", item.origin, finding_id, enclave_id, enclave_id and report.external_id,
                        finding=item.finding)
+        payload = self.render(report)
         if self.dry_run or enclave_id is None:
-            base.report = report.payload()
-            return self._emit(base, ticket)
+            base.report = payload
+            return self._emit(base, tally)
         key = (enclave_id, finding_id)
         while key in self._in_flight_keys:  # the same finding twice in one run: let the first land
             self._drain(wait_all=False)
         row = self.ledger.lookup(enclave_id, finding_id) if self.ledger else self._memo.get(key)
-        decision = decide(row, item.finding.get("updatedAt", ""), report.digest(), self.force)
-        if decision == "unchanged":
+        fingerprint, updated_at = digest(payload), (item.finding or {}).get("updatedAt", "")
+        if decide(row, updated_at, fingerprint, self.force) == "unchanged" and row is not None:
             base.action, base.report_id = "unchanged", row.report_id
-            return self._emit(base, ticket)
+            return self._emit(base, tally)
         while len(self._in_flight) >= self._max_in_flight:
             self._drain(wait_all=False)
         future = self._pool.submit(self._write, report)
-        future.context = (base, report, row is not None, ticket)  # type: ignore[attr-defined]
-        self._in_flight.add(future)
+        self._in_flight[future] = _Pending(base, key, updated_at, fingerprint, row is not None, tally)
         self._in_flight_keys.add(key)
 
-    def _write(self, report: Report) -> Any:
+    def _write(self, report: Report) -> Union[WriteResult, GdTrustarError]:
         """Runs on a worker thread: never touches the ledger or the sink."""
         if self.unavailable is not None:
             return self.unavailable
@@ -283,45 +229,50 @@ class Engine:
             return GdTrustarError(f"not attempted: Station failed {BREAKER} findings in a row")
         if self.stopping:  # queued but not started when the run stopped: listed, not silently dropped
             return GdTrustarError(f"not attempted: {self.stop_reason or INTERRUPTED}")
-        client = getattr(self._local, "client", None)
         try:
-            if client is None:
-                client = self._local.client = self.client_factory()
-            return client.write(report)
+            return self._writer().write(report)
         except GdTrustarError as exc:
             return exc
         except Exception as exc:  # a bug or an SDK surprise must still end as a listed failure
             return GdTrustarError(f"unexpected {type(exc).__name__}: {exc}")
 
+    def _writer(self) -> Writer:
+        """The calling worker thread's writer, made on its first write."""
+        writer: Optional[Writer] = getattr(self._local, "writer", None)
+        if writer is None:
+            if self.writers is None:
+                raise GdTrustarError("a dry run has no writer")  # never: a dry run submits no writes
+            writer = self._local.writer = self.writers()
+        return writer
+
     def _drain(self, wait_all: bool) -> None:
         done, _ = wait(self._in_flight, return_when=ALL_COMPLETED if wait_all else FIRST_COMPLETED)
         for future in done:
             self._complete(future)
-            self._in_flight.discard(future)  # only now: should completing raise, ``abandon`` lists it
+            del self._in_flight[future]  # only now: should completing raise, ``abandon`` lists it
 
-    def _complete(self, future: Future) -> None:
-        outcome, report, known, ticket = future.context  # type: ignore[attr-defined]
-        self._in_flight_keys.discard((outcome.enclave_id, outcome.finding_id))
+    def _complete(self, future: Future[Union[WriteResult, GdTrustarError]]) -> None:
+        outcome, key, updated_at, fingerprint, known, tally = self._in_flight[future]
+        self._in_flight_keys.discard(key)
         result = future.result()
         if isinstance(result, WriteResult):
             self._consecutive_failures = 0
             created = result.existed is False or (result.existed is None and not known)
             outcome.action = "created" if created else "updated"
             outcome.report_id, outcome.calls = result.report_id, result.calls
-            self._remember(outcome, report.digest())
+            self._remember(key, Delivered(updated_at, fingerprint, result.report_id))
         else:
             self._consecutive_failures += 1
             outcome.action, outcome.error = "failed", str(result)
-        self._emit(outcome, ticket)
+        self._emit(outcome, tally)
         if self._uncommitted >= self.batch_size:
             self._commit()
 
-    def _remember(self, outcome: Outcome, digest: str) -> None:
-        updated_at = outcome.finding.get("updatedAt", "")
+    def _remember(self, key: tuple[str, str], row: Delivered) -> None:
         if self.ledger is None:
-            self._memo[(outcome.enclave_id, outcome.finding_id)] = Delivered(updated_at, digest, outcome.report_id)
+            self._memo[key] = row
             return
-        self.ledger.record(outcome.enclave_id, outcome.finding_id, updated_at, digest, outcome.report_id)
+        self.ledger.record(*key, row.updated_at, row.digest, row.report_id)
         self._uncommitted += 1
 
     def _commit(self) -> None:
@@ -329,9 +280,9 @@ class Engine:
             self.ledger.commit()
             self._uncommitted = 0
 
-    def _emit(self, outcome: Outcome, ticket: Optional[_Ticket] = None) -> None:
+    def _emit(self, outcome: Outcome, tally: Optional[Tally] = None) -> None:
         self.summary.counts[outcome.action] += 1
         self.summary.station_calls += outcome.calls
         self.sink(outcome)
-        if ticket is not None:  # after the sink: a receipt may act on what was just recorded
-            ticket.note(outcome)
+        if tally is not None:  # after the sink: a receipt may act on what was just recorded
+            tally.note(outcome)

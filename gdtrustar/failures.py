@@ -22,8 +22,8 @@ import time
 from pathlib import Path
 from typing import IO, Optional
 
-from gdtrustar.delivery import Outcome
 from gdtrustar.errors import ConfigError
+from gdtrustar.outcomes import Outcome
 from gdtrustar.sources import Unparsed
 from gdtrustar.text import json_text
 

@@ -24,21 +24,23 @@ import os
 import time
 from typing import Any, Iterable, Iterator, Optional
 
-from gdtrustar.delivery import Engine, Outcome
+from gdtrustar import backends
+from gdtrustar.delivery import Engine
 from gdtrustar.errors import DeliveryError, InvalidFindingError, RetriableError
 from gdtrustar.items import Item, items_from
 from gdtrustar.logs import setup_logging
+from gdtrustar.outcomes import Outcome
 from gdtrustar.settings import Settings, fetch_secret, load_settings
 from gdtrustar.sources import Document
 from gdtrustar.sqs_batch import deadline_from, handle_batch, is_sqs_batch
-from gdtrustar.station import station_factory
+from gdtrustar.writer import Writer
 
 log = logging.getLogger(__name__)
 _runtime: Optional[_Runtime] = None
 
 
 class _Runtime:
-    """What a warm container keeps: settings with credentials, and one checked Station client."""
+    """What a warm container keeps: settings with credentials, and one checked writer of the chosen backend."""
 
     def __init__(self) -> None:
         setup_logging(int(os.environ.get("GDTRUSTAR_VERBOSITY", "0")))
@@ -47,28 +49,31 @@ class _Runtime:
         self.base: Settings = dataclasses.replace(base, max_rate=base.max_rate / copies)
         self.ttl = float(os.environ.get("TRUSTAR_SECRET_TTL", "300"))
         self.fetched_at = 0.0
-        self.client: Any = None
+        self.settings: Settings = self.base  # the base with the fetched secret, once there is a client
+        self.render = backends.backend_for(self.base).payload
+        self.client: Optional[Writer] = None
 
-    def station(self, force: bool = False, deadline: Optional[float] = None) -> Any:
-        """The Station client, rebuilt when the cached secret expired or ``force`` is set.
+    def station(self, force: bool = False, deadline: Optional[float] = None) -> Writer:
+        """The backend's writer, rebuilt when the cached secret expired or ``force`` is set.
 
-        A new client's enclave check waits for its paced slot like any call, so it keeps ``deadline``.
+        A new writer's enclave check waits for its paced slot like any call, so it keeps ``deadline``.
         """
         stale = self.base.secret_arn and time.monotonic() - self.fetched_at > self.ttl
-        if self.client is None or stale or force:
+        client = self.client
+        if client is None or stale or force:
             settings = self.base
             if settings.secret_arn:
                 settings = settings.with_secret(*fetch_secret(settings.secret_arn))
                 self.fetched_at = time.monotonic()
-                if self.client is not None and settings == self.settings:
-                    return self.client  # same secret: keep the checked client and its token
+                if client is not None and settings == self.settings:
+                    return client  # same secret: keep the checked writer and its token
             settings.require_credentials()
             settings.require_enclaves()
-            client = station_factory(settings)()
+            client = backends.open_writers(settings)()
             client.deadline = deadline
-            client.check_enclaves(settings.enclave_ids)
+            client.check(settings.enclave_ids)
             self.settings, self.client = settings, client
-        return self.client
+        return client
 
     def deliver(self, items: Iterable[Item], deadline: Optional[float]) -> list[Outcome]:
         """Deliver through the shared engine; failures are retried once only if the secret changed."""
@@ -82,17 +87,18 @@ class _Runtime:
         failed = {o.finding_id for o in outcomes if o.action == "failed"}
         if failed and self.base.secret_arn:
             before = self.client
-            if self.station(force=True, deadline=deadline) is not before:  # rotated: maybe auth failures
+            after = self.station(force=True, deadline=deadline)
+            if after is not before:  # rotated: maybe auth failures
                 retry = [i for i in seen if i.finding and i.finding["id"] in failed]
-                again = {o.finding_id: o for o in self._run(self.client, retry, deadline)}
+                again = {o.finding_id: o for o in self._run(after, retry, deadline)}
                 outcomes = [again.get(o.finding_id, o) if o.finding_id in failed else o for o in outcomes]
         return outcomes
 
-    def _run(self, client: Any, items: Iterable[Item], deadline: Optional[float]) -> list[Outcome]:
-        client.deadline = deadline  # StationClient: no wait ends after it (pacing, 429, back-off)
+    def _run(self, client: Writer, items: Iterable[Item], deadline: Optional[float]) -> list[Outcome]:
+        client.deadline = deadline  # no wait ends after it (pacing, 429, back-off)
         outcomes: list[Outcome] = []
-        engine = Engine(enclave_ids=self.settings.enclave_ids, sink=outcomes.append,
-                        client_factory=lambda: client, concurrency=1)
+        engine = Engine(enclave_ids=self.settings.enclave_ids, sink=outcomes.append, render=self.render,
+                        writers=lambda: client, concurrency=1)
         engine.run(items)
         return outcomes
 

@@ -1,19 +1,16 @@
 """Logging for the CLI and the Lambda: one stderr handler, secrets redacted at every verbosity.
 
-The trustar SDK attaches its own JSON handler writing to *stdout* at INFO (docs/decisions.md#sdk-logging) and
-parses ``TRUSTAR_LOGGING_LEVEL`` with ``int()`` at import time. ``quiet_sdk`` must therefore run
-before the SDK is imported; ``setup_logging`` then detaches the SDK's handler so its records
-reach ours (stderr, redacted) and stdout stays clean for ``--json``.
+The trustar SDK's own logging quirks (a JSON handler on stdout, a level variable parsed at import)
+are handled in ``sdk.py``; ``setup_logging`` asks it to route the SDK's records to our handler.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import sys
 import threading
-from typing import Iterator, Optional
+from typing import Iterator, Optional, TextIO
 
 from gdtrustar.text import printable_lines
 
@@ -65,29 +62,10 @@ class RedactingFilter(logging.Filter):
         return True
 
 
-def quiet_sdk() -> None:
-    """Make the SDK importable and silent: its level variable must be an int (docs/decisions.md#sdk-logging)."""
-    level = os.environ.get("TRUSTAR_LOGGING_LEVEL")
-    if level is not None and not level.strip().lstrip("-").isdigit():
-        number = logging.getLevelName(level.strip().upper())  # an int for a known name like "DEBUG"
-        os.environ["TRUSTAR_LOGGING_LEVEL"] = str(number if isinstance(number, int) else logging.WARNING)
-    os.environ.setdefault("TRUSTAR_LOGGING_LEVEL", str(logging.WARNING))
-
-
-def _detach_sdk_handlers() -> None:
-    """Remove the SDK's stdout handler from every ``trustar`` logger so records flow to ours."""
-    for name, logger in list(logging.root.manager.loggerDict.items()):
-        if isinstance(logger, logging.Logger) and name.startswith("trustar"):
-            for handler in list(logger.handlers):
-                logger.removeHandler(handler)
-            logger.setLevel(logging.NOTSET)
-
-
-def setup_logging(verbosity: int, stream=None) -> None:
+def setup_logging(verbosity: int, stream: Optional[TextIO] = None) -> None:
     """Configure the root logger: -q errors only, default warnings, -v info, -vv debug (incl. SDKs)."""
-    import gdtrustar.sdk  # noqa: F401  -- creates the SDK loggers (quietly) so they can be detached
+    from gdtrustar import sdk  # deferred: importing the SDK (quietly) creates the loggers to route
 
-    _detach_sdk_handlers()
     level = {-1: logging.ERROR, 0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG)
     if verbosity < -1:
         level = logging.CRITICAL
@@ -100,7 +78,6 @@ def setup_logging(verbosity: int, stream=None) -> None:
     root.addHandler(handler)
     root.setLevel(level)
     # The SDK logs a "client_metatag will become mandatory"-style warning per client; keep it below -v.
-    sdk_level = logging.DEBUG if verbosity >= 2 else max(level, logging.ERROR if verbosity < 1 else level)
-    logging.getLogger("trustar").setLevel(sdk_level)
+    sdk.route_logs(logging.DEBUG if verbosity >= 2 else max(level, logging.ERROR if verbosity < 1 else level))
     for noisy in ("botocore", "boto3", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbosity >= 2 else max(level, logging.WARNING))

@@ -1,4 +1,4 @@
-"""Finding -> Station report: the only place that knows how a report looks.
+"""Finding -> report: the only place that knows what a report says (its wire form is the backend's).
 
 A report body is a plain-text triage summary followed by the complete finding as sorted,
 indented JSON, so Station's indicator extraction sees every IP, domain, hash, URL and e-mail
@@ -19,7 +19,6 @@ Pure and deterministic: the same normalised finding and enclave give a byte-iden
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -47,7 +46,7 @@ _CAPS = (200, 100, 50, 20, 10, 5, 2, 1, 0)  # list lengths tried, in order, when
 _TRIM_REASON = "finding trimmed to stay under Station's 500-indicator limit"
 _CONSOLE_HOSTS = {"aws-cn": "console.amazonaws.cn", "aws-us-gov": "console.amazonaws-us-gov.com"}
 
-def severity_label(severity: float) -> str:
+def severity_label(severity: object) -> str:
     """Return GuardDuty's band name (Low/Medium/High/Critical) for a severity score."""
     for bound, label in SEVERITY_LABELS:
         if isinstance(severity, (int, float)) and severity >= bound:
@@ -73,7 +72,10 @@ def console_url(finding: dict) -> str:
 
 @dataclass(frozen=True)
 class Report:
-    """One Station incident report, ready to submit."""
+    """One incident report, backend-neutral: a backend renders it in its own wire form (``writer.Backend``).
+
+    ``time_began`` is "" when the finding has no usable time (the backend lets the service use now).
+    """
 
     title: str
     body: str
@@ -81,16 +83,6 @@ class Report:
     external_id: str
     external_url: str
     enclave_id: str
-
-    def payload(self) -> dict:
-        """Return the v1.3 report JSON (docs/decisions.md#report-fields); an empty timeBegan lets Station use now."""
-        return {"title": self.title, "reportBody": self.body, "timeBegan": self.time_began or None,
-                "externalTrackingId": self.external_id, "externalUrl": self.external_url,
-                "enclaveIds": [self.enclave_id], "distributionType": "ENCLAVE"}
-
-    def digest(self) -> str:
-        """Return a sha256 of the payload: the ledger compares it to tell "changed" from "same"."""
-        return hashlib.sha256(json.dumps(self.payload(), sort_keys=True).encode()).hexdigest()
 
 
 def build_report(finding: dict, enclave_id: str) -> Report:

@@ -30,9 +30,9 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from gdtrustar.delivery import Outcome, Summary
 from gdtrustar.logs import redact
 from gdtrustar.mapper import severity_label
+from gdtrustar.outcomes import Outcome, Summary
 from gdtrustar.text import json_text, printable
 
 TABLE_ROWS = 50

@@ -27,8 +27,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Optional
 
-from gdtrustar.delivery import Outcome
 from gdtrustar.items import Item, items_from
+from gdtrustar.outcomes import Outcome
 from gdtrustar.sources import Document
 
 log = logging.getLogger(__name__)

@@ -26,6 +26,7 @@ class SharedTokenApiClient(ApiClient):
     """The SDK's client, except that a refused token is only dropped: ``StationClient`` gets the next."""
 
     refused: Optional[str] = None
+    token: Optional[str]  # the SDK's own attribute, set in its __init__
 
     def _refresh_token(self) -> None:
         self.refused, self.token = self.token, None

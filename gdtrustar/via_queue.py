@@ -21,13 +21,13 @@ import time
 import uuid
 from typing import Any, Callable
 
-from gdtrustar.delivery import ACTIONS, Outcome, Summary
 from gdtrustar.deployed import aws_errors, drain_time, queue_depth
 from gdtrustar.errors import ConfigError
 from gdtrustar.failures import FailuresFile, choose_path
 from gdtrustar.findings import is_sample
 from gdtrustar.items import Item
 from gdtrustar.ledger import default_path
+from gdtrustar.outcomes import ACTIONS, Outcome, Summary
 from gdtrustar.output import Reporter
 from gdtrustar.status import ExitStatus
 

@@ -15,6 +15,8 @@ from hypothesis import strategies as st
 
 from gdtrustar.findings import normalize
 from gdtrustar.mapper import INDICATOR_BUDGET, TITLE_LIMIT, build_report, count_indicators
+from gdtrustar.station import payload as v13_payload
+from gdtrustar.writer import digest
 from tests.conftest import write_jsonl
 from tests.strategies import finding_forms, indicator_values
 
@@ -25,7 +27,7 @@ PROPS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCh
 
 
 def _payload_bytes(report) -> bytes:
-    return json.dumps(report.payload(), sort_keys=True, ensure_ascii=False).encode("utf-8", "surrogatepass")
+    return json.dumps(v13_payload(report), sort_keys=True, ensure_ascii=False).encode("utf-8", "surrogatepass")
 
 
 @PROPS
@@ -38,7 +40,7 @@ def test_every_dialect_normalises_to_the_same_finding_and_a_byte_identical_repor
     assert from_event == from_wire == from_boto3 == from_aws_cli
     reports = [build_report(finding, ENCLAVE) for finding in (from_event, from_wire, from_boto3, from_aws_cli)]
     assert len({_payload_bytes(report) for report in reports}) == 1
-    assert len({report.digest() for report in reports}) == 1
+    assert len({digest(v13_payload(report)) for report in reports}) == 1
 
 
 @PROPS
@@ -55,7 +57,7 @@ def test_report_keeps_every_indicator_or_says_it_trimmed_and_title_fits(forms):
     assert 0 < len(report.title) <= TITLE_LIMIT
     assert "\n" not in report.title
     assert report.title.startswith("[")
-    assert report.payload()["enclaveIds"] == [ENCLAVE]
+    assert v13_payload(report)["enclaveIds"] == [ENCLAVE]
     assert len(report.external_url) <= 500
 
 

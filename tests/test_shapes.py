@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from gdtrustar.findings import normalize
 from gdtrustar.mapper import build_report
+from gdtrustar.station import payload as v13_payload
 from tests.shapes import REPORT_FIELDS, TIME_STYLES, doubled, s3_export_line, scientific, shapes
 from tests.sims.guardduty import finding_to_wire
 from tests.strategies import finding_forms
@@ -33,7 +34,7 @@ def reports_by_shape(documents: dict) -> dict[str, tuple]:
     """{shape: (title, reportBody, timeBegan, externalTrackingId) as UTF-8 bytes}."""
     out = {}
     for name, document in documents.items():
-        payload = build_report(normalize(document), ENCLAVE).payload()
+        payload = v13_payload(build_report(normalize(document), ENCLAVE))
         out[name] = tuple(str(payload[field]).encode("utf-8", "surrogatepass") for field in REPORT_FIELDS)
     return out
 
