@@ -1,19 +1,20 @@
 """The one place that chooses the backend: the API version the endpoint names picks the module.
 
 ``TRUSTAR_API_ENDPOINT`` ends in its API version (``https://api.trustar.co/api/1.3``). Each entry
-of ``BACKENDS`` maps a version to a module that satisfies ``writer.Backend`` (``payload`` and
-``open_writers``). An endpoint that names no version we have a backend for is spoken to as v1.3,
-as it always was. Modules are imported only when chosen: an SDK is slow to import.
+of ``BACKENDS`` maps a version to a module that is a ``writer.Backend`` (``payload`` and
+``open_writers``; each module proves it to the type checker itself). An endpoint that names no
+version we have a backend for is spoken to as v1.3, as it always was. A module is imported only
+when it is chosen: an SDK is slow to import.
 
 A TruSTAR API 2.0 backend (``/2.0/submissions/events/upsert`` through the ``trustar2`` SDK;
-docs/decisions.md#api-versions) is one new module with the same two functions, whose writers run their calls
-through ``retrying.Retrier``, and one more line here.
+docs/decisions.md#api-versions) is one new module with the same two functions, whose writers run
+their calls through ``retrying.Retrier``, and one more line in ``BACKENDS``.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Callable, Optional, cast
+from typing import Callable, Optional, cast
 
 from gdtrustar.pacing import Pacer
 from gdtrustar.settings import Settings
@@ -23,11 +24,6 @@ BACKENDS: dict[str, str] = {
     "1.3": "gdtrustar.station",  # reports: POST /1.3/reports/upsert
 }
 DEFAULT_VERSION = "1.3"
-
-if TYPE_CHECKING:  # the type checker proves every backend module satisfies the protocol
-    from gdtrustar import station
-
-    _CHECKED: tuple[Backend, ...] = (station,)
 
 
 def version_of(api_endpoint: str) -> str:

@@ -26,7 +26,7 @@ import json
 import logging
 import threading
 import time
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 from urllib.parse import quote
 
 import requests
@@ -40,7 +40,7 @@ from gdtrustar.retrying import Retrier, backoff_from_env
 from gdtrustar.sdk import TruStar
 from gdtrustar.settings import Settings
 from gdtrustar.tokens import MAX_REFRESHES, TIMEOUT, SharedTokenApiClient, TokenSource
-from gdtrustar.writer import Payload, WriteResult
+from gdtrustar.writer import Backend, Payload, WriteResult
 
 log = logging.getLogger(__name__)
 
@@ -234,3 +234,9 @@ def open_writers(
             return StationClient(settings, pacer, upsert, backoff, sleep or time.sleep, tokens)
 
     return make
+
+
+if TYPE_CHECKING:  # the type checker proves this module is a ``writer.Backend``
+    from gdtrustar import station as _this
+
+    _BACKEND: Backend = _this

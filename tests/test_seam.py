@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import json
 import subprocess
 import sys
@@ -254,6 +256,15 @@ def test_retrier_paced_calls_report_429s_to_the_shared_pacer():
 def test_the_endpoint_names_the_backend(endpoint, version):
     assert backends.version_of(endpoint) == version
     assert backends.backend_for(Settings(api_endpoint=endpoint)) is station
+
+
+@pytest.mark.parametrize("version", sorted(backends.BACKENDS))
+def test_every_registered_backend_has_the_two_functions(version):
+    module = importlib.import_module(backends.BACKENDS[version])
+    assert list(inspect.signature(module.payload).parameters) == ["report"]
+    assert list(inspect.signature(module.open_writers).parameters) == ["settings", "pacer", "sleep"]
+    rendered = module.payload(build_report(normalize(make_finding(1)), "enc-a"))
+    assert isinstance(rendered, dict) and json.loads(json.dumps(rendered)) == rendered  # digestible JSON
 
 
 def test_the_engine_and_the_sdk_door_do_not_pull_in_the_v13_backend_or_our_logging():
