@@ -33,9 +33,10 @@ from gdtrustar.text import printable, printable_lines
 
 def run_command(command: Callable[[], Any], debug: bool = False, argv: Sequence[str] = ()) -> int:
     """Run ``command`` (the click group) and return the exit status; never raises, never a traceback."""
+    status: int
     try:
-        status = command()
-        status = int(status) if isinstance(status, int) else ExitStatus.SUCCESS
+        result = command()
+        status = int(result) if isinstance(result, int) else ExitStatus.SUCCESS
     except (click.exceptions.Abort, KeyboardInterrupt):
         _say("gdtrustar: interrupted")
         status = ExitStatus.INTERRUPTED

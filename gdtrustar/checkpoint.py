@@ -30,9 +30,10 @@ from __future__ import annotations
 
 from typing import Callable, Optional
 
+from gdtrustar.actions import Action
 from gdtrustar.items import Item
 
-HANDLED = frozenset(("created", "updated", "unchanged", "skipped"))
+HANDLED = frozenset((Action.CREATED, Action.UPDATED, Action.UNCHANGED, Action.SKIPPED))
 
 
 class Checkpoint:

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import IO, Optional
 
+from gdtrustar.actions import UNDELIVERED
 from gdtrustar.errors import ConfigError
 from gdtrustar.outcomes import Outcome
 from gdtrustar.sources import Unparsed
@@ -71,7 +72,7 @@ class FailuresFile:
 
     def add(self, outcome: Outcome) -> None:
         """Append one undelivered finding (or invalid document)."""
-        if outcome.action not in ("failed", "invalid"):
+        if outcome.action not in UNDELIVERED:
             return
         record: dict = {"failure": outcome.record()}
         if outcome.finding is not None:

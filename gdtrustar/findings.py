@@ -27,7 +27,7 @@ from __future__ import annotations
 import re
 from decimal import Decimal
 from functools import cache
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from gdtrustar.errors import InvalidFindingError, NotAFindingError
 from gdtrustar.freeform import additional_info, lower_first, plain, plain_number
@@ -108,7 +108,8 @@ def _struct_table(shapes: dict, members: dict, memo: dict[str, _Shape]) -> dict[
             child = _TIME_SHAPE  # String-typed times (createdAt, eventFirstSeen, launchTime, ...)
         entries.append((member, wire, child))
     table: dict[str, tuple] = {}
-    for pick in (lambda m, w: w, lambda m, w: m, lambda m, w: m[:1].lower() + m[1:]):
+    picks: tuple[Callable[[str, str], str], ...] = (lambda m, w: w, lambda m, w: m, lambda m, w: m[:1].lower() + m[1:])
+    for pick in picks:
         for member, wire, child in entries:
             table.setdefault(pick(member, wire), (wire, child, child.kind, child.final))
     return table
@@ -128,8 +129,9 @@ def _walk(value: Any, shape: _Shape, pascal: bool) -> Any:
             return str(int(value))  # the same number written as 16509.0
         return value if isinstance(value, str) else plain(value, pascal)
     if kind == LIST:
-        if isinstance(value, (list, tuple)):
-            item, final = shape.item, shape.item.final
+        item = shape.item  # set for every LIST shape
+        if item is not None and isinstance(value, (list, tuple)):
+            final = item.final
             if item.kind == STRUCT:
                 return [_walk_struct(element, item, pascal) if element.__class__ is dict
                         else _walk(element, item, pascal) for element in value]
@@ -142,8 +144,8 @@ def _walk(value: Any, shape: _Shape, pascal: bool) -> Any:
     if kind == TIME:
         return canonical_time(value) or plain(value, pascal)
     if kind == MAP:
-        if isinstance(value, dict):  # map keys are data: never renamed
-            item = shape.item
+        item = shape.item  # set for every MAP shape
+        if item is not None and isinstance(value, dict):  # map keys are data: never renamed
             return {str(key): _walk(element, item, pascal) for key, element in value.items()}
         return plain(value, pascal)
     if kind == BOOLEAN and isinstance(value, str) and value.lower() in ("true", "false"):

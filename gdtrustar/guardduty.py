@@ -16,10 +16,15 @@ import re
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Iterator, Optional
 
 from gdtrustar.aws import retry_config
 from gdtrustar.errors import ConfigError, GdTrustarError, SourceUnavailableError
+
+if TYPE_CHECKING:  # type information only (boto3-stubs)
+    from boto3 import Session
+    from mypy_boto3_guardduty import GuardDutyClient
+    from mypy_boto3_guardduty.type_defs import ConditionTypeDef, FindingCriteriaTypeDef, FindingTypeDef
 
 PAGE = 50
 # botocore's throttling codes (retries/standard.py), across AWS services
@@ -60,10 +65,10 @@ class Criteria:
     accounts: tuple[str, ...] = ()
     include_archived: bool = False
 
-    def finding_criteria(self, since_ms: Optional[int] = None) -> dict:
+    def finding_criteria(self, since_ms: Optional[int] = None) -> FindingCriteriaTypeDef:
         """Server-side filter; ``since_ms`` (a resume bookmark) may narrow ``--since``."""
-        criterion: dict[str, dict] = {}
-        updated: dict[str, int] = {}
+        criterion: dict[str, ConditionTypeDef] = {}
+        updated: ConditionTypeDef = {}
         low = max(x for x in (self.since_ms, since_ms, -1) if x is not None)
         if low >= 0:
             # Long operators: epoch ms overflow the Integer ones (docs/decisions.md#gd-criteria)
@@ -93,7 +98,7 @@ class Target:
 
     region: str
     detector_id: str
-    client: Any = field(default=None, compare=False, repr=False)
+    client: GuardDutyClient = field(compare=False, repr=False)
 
     @property
     def label(self) -> str:
@@ -132,7 +137,7 @@ def _transient(exc: Exception, code: str, status: Optional[int]) -> bool:
     return code in THROTTLING_CODES or (isinstance(status, int) and (status == 429 or status >= 500))
 
 
-def discover(session: Any, regions: list[str], detector: Optional[str]) -> list[Target]:
+def discover(session: Session, regions: list[str], detector: Optional[str]) -> list[Target]:
     """Every detector to read: the named one, or each one ``ListDetectors`` returns per region."""
     from botocore.config import Config
 
@@ -152,7 +157,7 @@ def discover(session: Any, regions: list[str], detector: Optional[str]) -> list[
     return targets
 
 
-def enabled_regions(session: Any) -> list[str]:
+def enabled_regions(session: Session) -> list[str]:
     """Regions enabled for the account, from EC2 (``--all-regions``)."""
     try:
         regions = session.client("ec2").describe_regions(AllRegions=False)["Regions"]
@@ -161,7 +166,7 @@ def enabled_regions(session: Any) -> list[str]:
     return sorted(r["RegionName"] for r in regions)
 
 
-def count(target: Target, criteria: dict) -> Optional[int]:
+def count(target: Target, criteria: FindingCriteriaTypeDef) -> Optional[int]:
     """How many findings match, from ``GetFindingsStatistics`` (one call); None if not allowed."""
     try:
         stats = target.client.get_findings_statistics(
@@ -171,7 +176,7 @@ def count(target: Target, criteria: dict) -> Optional[int]:
     return sum(stats.get("FindingStatistics", {}).get("CountBySeverity", {}).values())
 
 
-def pages(target: Target, criteria: dict) -> Iterator[list[dict]]:
+def pages(target: Target, criteria: FindingCriteriaTypeDef) -> Iterator[list[FindingTypeDef]]:
     """Findings (boto3 PascalCase) 50 at a time, oldest update first, for one detector."""
     token: Optional[str] = None
     while True:

@@ -12,7 +12,7 @@ and client are built then, and every URL is checked with one listing before the 
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Iterator, Optional
+from typing import TYPE_CHECKING, Iterable, Iterator, Optional
 
 from gdtrustar.errors import GdTrustarError
 from gdtrustar.items import Item, items_from, reread_reference
@@ -21,20 +21,24 @@ from gdtrustar.s3export import ObjectStats, S3Export, s3_client
 from gdtrustar.selection import Filtered, Selection, select
 from gdtrustar.sources import iter_documents
 
+if TYPE_CHECKING:  # type information only (boto3-stubs)
+    from boto3 import Session
+    from mypy_boto3_s3 import S3Client
+
 
 class Inputs:
     """The sources of one ``send`` run; ``items`` streams them all."""
 
     def __init__(self, sources: tuple[str, ...], selection: Selection, profile: Optional[str] = None,
-                 session: Any = None) -> None:
+                 session: Optional[Session] = None) -> None:
         self.sources = sources
         self.selection = selection
         self.profile = profile
         self.left_out = Filtered()
         self.stats = ObjectStats()
         self._session = session
-        self._client: Any = None
-        self._binding: tuple = (None, "", False)
+        self._client: Optional[S3Client] = None
+        self._binding: tuple[Optional[Ledger], str, bool] = (None, "", False)
         self.exports = {url: self._export(url) for url in sources if url.startswith("s3://")}
 
     def check(self) -> None:
@@ -73,7 +77,7 @@ class Inputs:
     def _export(self, url: str) -> S3Export:
         return S3Export(self.client(), url, self.selection, self.left_out, self.stats)
 
-    def client(self) -> Any:
+    def client(self) -> S3Client:
         """The S3 client, built on first use (a run without S3 never needs AWS)."""
         if self._client is None:
             from gdtrustar.aws import build_session

@@ -52,9 +52,8 @@ def reread_reference(source: str) -> dict:
 
 
 def _reread_target(candidate: Any) -> Optional[str]:
-    if isinstance(candidate, dict) and len(candidate) == 1 and isinstance(candidate.get("reread"), str):
-        return candidate["reread"]
-    return None
+    target = candidate.get("reread") if isinstance(candidate, dict) and len(candidate) == 1 else None
+    return target if isinstance(target, str) else None
 
 
 def items_from(documents: Iterable[Document], expand: Optional[Expand] = None) -> Iterator[Item]:

@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 from typing import NamedTuple, Optional
 
+from gdtrustar.actions import Decision
 from gdtrustar.errors import ConfigError
 from gdtrustar.findings import canonical_time
 
@@ -102,7 +103,7 @@ class Bookmark(NamedTuple):
         return cls(at, since_ms)
 
 
-def decide(row: Optional[Delivered], updated_at: str, digest: str, force: bool = False) -> str:
+def decide(row: Optional[Delivered], updated_at: str, digest: str, force: bool = False) -> Decision:
     """Classify a finding against its ledger row: ``new``, ``changed`` or ``unchanged``.
 
     A finding is unchanged if GuardDuty did not update it and the report we would send is
@@ -110,15 +111,15 @@ def decide(row: Optional[Delivered], updated_at: str, digest: str, force: bool =
     and also if it is an older copy than the delivered one: the newer report stays.
     """
     if row is None:
-        return "new"
+        return Decision.NEW
     if force:
-        return "changed"
+        return Decision.CHANGED
     order = compare_times(updated_at, row.updated_at)
     if order < 0:
-        return "unchanged"
+        return Decision.UNCHANGED
     if order > 0 or row.digest != digest:
-        return "changed"
-    return "unchanged"
+        return Decision.CHANGED
+    return Decision.UNCHANGED
 
 
 def compare_times(a: str, b: str) -> int:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import click
 
@@ -20,7 +20,7 @@ class SeverityType(click.ParamType):
 
     name = "severity"
 
-    def convert(self, value: Any, param, ctx) -> float:
+    def convert(self, value: Any, param: Optional[click.Parameter], ctx: Optional[click.Context]) -> float:
         if isinstance(value, (int, float)):
             number = float(value)
         elif str(value).strip().lower() in SEVERITY_NAMES:
@@ -43,7 +43,7 @@ class WhenType(click.ParamType):
 
     name = "when"
 
-    def convert(self, value: Any, param, ctx) -> int:
+    def convert(self, value: Any, param: Optional[click.Parameter], ctx: Optional[click.Context]) -> int:
         if isinstance(value, int):
             return value
         from gdtrustar.guardduty import parse_when

@@ -12,7 +12,7 @@ import os
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import IO, Callable, Iterator, Optional
+from typing import IO, Any, Callable, Iterator, Optional
 
 from rich.console import Console
 from rich.markup import escape
@@ -22,6 +22,7 @@ from rich.progress import (
     Progress,
     ProgressColumn,
     Task,
+    TaskID,
     TaskProgressColumn,
     TextColumn,
     TimeElapsedColumn,
@@ -30,6 +31,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from gdtrustar.actions import UNDELIVERED, Action
 from gdtrustar.logs import redact
 from gdtrustar.mapper import severity_label
 from gdtrustar.outcomes import Outcome, Summary
@@ -77,12 +79,12 @@ class Reporter:
         # Piped output gets a usable width instead of rich's 80-column fallback.
         self.out = Console(file=self.stdout, highlight=False,
                            width=None if self.stdout.isatty() else 140)
-        self.rows: list[tuple[str, ...]] = []
-        self.by_severity: Counter = Counter()
-        self.by_type: Counter = Counter()
-        self.counts: Counter = Counter()
+        self.rows: list[tuple[Text, ...]] = []
+        self.by_severity: Counter[str] = Counter()
+        self.by_type: Counter[str] = Counter()
+        self.counts: Counter[str] = Counter()
         self.progress: Optional[Progress] = None
-        self._task = None
+        self._task: Optional[TaskID] = None
         if self.err.is_terminal and verbosity >= 0:
             self.progress = Progress(
                 TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -98,24 +100,26 @@ class Reporter:
             record = json_text(outcome.record()) + "\n"
             with self._writing_stdout():
                 self.stdout.write(record)
-        noted = outcome.action in ("invalid", "failed") or (outcome.action == "skipped" and outcome.finding is None)
+        noted = outcome.action in UNDELIVERED or (outcome.action == Action.SKIPPED and outcome.finding is None)
         if noted and self.verbosity > -2:  # a skipped non-finding document gets its one line too
             self.line(f"{outcome.action}: {outcome.origin}: {outcome.error}")
-        if outcome.finding is not None and outcome.action == "dry-run":
-            self._tally(outcome)
+        if outcome.finding is not None and outcome.action == Action.DRY_RUN:
+            self._tally(outcome.finding, outcome.report)
         self.counts[outcome.action] += 1
         if self.progress is not None:
             detail = " ".join(f"{action} {n}" for action, n in self.counts.items())
-            self.progress.update(self._task, advance=1, detail=detail)
+            self._update(advance=1, detail=detail)
 
     def set_total(self, total: Optional[int], description: Optional[str] = None) -> None:
         """Backfill knows its total up front (GetFindingsStatistics) and names the detector it reads."""
-        if self.progress is not None:
-            self.progress.update(self._task, total=total, description=_markup_safe(description or "delivering"))
+        self._update(total=total, description=_markup_safe(description or "delivering"))
 
     def describe(self, description: str) -> None:
-        if self.progress is not None:
-            self.progress.update(self._task, description=_markup_safe(description))
+        self._update(description=_markup_safe(description))
+
+    def _update(self, **fields: Any) -> None:
+        if self.progress is not None and self._task is not None:
+            self.progress.update(self._task, **fields)
 
     def line(self, text: str) -> None:
         """One problem line on stderr, above the progress bar."""
@@ -141,13 +145,12 @@ class Reporter:
                 if self.on_closed is not None:
                     self.on_closed()  # the Run stops the engine with OUTPUT_CLOSED
 
-    def _tally(self, outcome: Outcome) -> None:
-        finding = outcome.finding
+    def _tally(self, finding: dict, report: Optional[dict]) -> None:
         label = severity_label(float(finding.get("severity", 0)))
         self.by_severity[label] += 1
         self.by_type[str(finding.get("type"))] += 1
         if len(self.rows) < TABLE_ROWS:
-            title = (outcome.report or {}).get("title", "")
+            title = (report or {}).get("title", "")
             self.rows.append(tuple(Text(printable(str(cell))) for cell in (
                 label, title, finding.get("type"), finding.get("accountId"), finding.get("region"))))
 

@@ -100,8 +100,8 @@ class Pacer:
         self.clock = clock
         self._sleep = sleep
         self._lock = threading.Lock()
-        self._log: collections.deque = collections.deque()  # granted slots of the last SPAN, ascending
-        self._accepted: collections.deque = collections.deque()  # slots of calls Station answered
+        self._log: collections.deque[float] = collections.deque()  # granted slots of the last SPAN, ascending
+        self._accepted: collections.deque[float] = collections.deque()  # slots of calls Station answered
         self._tat = -math.inf  # GCRA's theoretical arrival time
         self._last = -math.inf  # the latest slot booked (slots never go backwards)
         self._not_before = -math.inf  # the end of the current pause
@@ -271,4 +271,4 @@ class Backoff:
 
     def delay(self, attempt: int) -> float:
         """Seconds to wait before retry ``attempt`` (1-based)."""
-        return self.rand() * min(self.cap, self.base * (2 ** (attempt - 1)))
+        return self.rand() * min(self.cap, self.base * (2.0 ** (attempt - 1)))

@@ -24,7 +24,7 @@ middle of a body is resumed with a ranged ``GetObject`` (``If-Match`` the ETag) 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Iterator, Optional
 
 from gdtrustar.aws import RETRY_CONFIG
 from gdtrustar.checkpoint import Checkpoint
@@ -35,6 +35,11 @@ from gdtrustar.s3layout import OBJECT_SUFFIX, Listed, Place, Walk, child_level, 
 from gdtrustar.s3read import Opened, error_of, open_ahead, unreadable_reason
 from gdtrustar.selection import Filtered, Selection, select
 from gdtrustar.sources import read_stream
+
+if TYPE_CHECKING:  # type information only (boto3-stubs)
+    from boto3 import Session
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import ListObjectsV2OutputTypeDef
 
 
 @dataclass
@@ -60,7 +65,7 @@ class ObjectStats:
         return text
 
 
-def s3_client(session: Any) -> Any:
+def s3_client(session: Session) -> S3Client:
     """An S3 client with botocore's standard retries; ``AWS_ENDPOINT_URL_S3`` is honoured by botocore.
 
     Its region is the profile's (or ``us-east-1``): botocore follows a bucket in another region.
@@ -74,7 +79,7 @@ def s3_client(session: Any) -> Any:
 class S3Export:
     """One ``s3://`` source of ``send``; ``items`` streams its findings with per-object checkpoints."""
 
-    def __init__(self, client: Any, url: str, selection: Selection, left_out: Filtered,
+    def __init__(self, client: S3Client, url: str, selection: Selection, left_out: Filtered,
                  stats: Optional[ObjectStats] = None) -> None:
         self.client = client
         self.url = url
@@ -176,7 +181,7 @@ class S3Export:
             if below is not None and self.walk.keeps(below):
                 yield from self._walk(below)
 
-    def _pages(self, **kwargs: Any) -> Iterator[dict]:
+    def _pages(self, **kwargs: Any) -> Iterator[ListObjectsV2OutputTypeDef]:
         try:
             yield from self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, **kwargs)
         except Exception as exc:  # botocore already retried what retrying can fix

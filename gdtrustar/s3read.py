@@ -20,9 +20,14 @@ import io
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, Optional
+from typing import IO, TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional
 
 from gdtrustar.s3layout import Listed
+
+if TYPE_CHECKING:  # type information only (boto3-stubs)
+    from botocore.response import StreamingBody
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import GetObjectOutputTypeDef
 
 READ_AHEAD = 4  # GetObject calls in flight beyond the object being read (botocore's pool holds 10)
 RESUMES = 3  # ranged re-reads of one body after a dropped connection
@@ -34,18 +39,20 @@ _KMS_WORDS = ("kms", "ciphertext", "customer master key")
 class Opened:
     """The answer to one ``GetObject``: a response whose body is still unread, or the error."""
 
-    client: Any
+    client: S3Client
     listed: Listed
-    response: Optional[dict] = None
+    response: Optional[GetObjectOutputTypeDef] = None
     error: Optional[Exception] = None
 
     @property
     def etag(self) -> str:
-        return str((self.response or {}).get("ETag", ""))
+        return self.response.get("ETag", "") if self.response is not None else ""
 
     @contextlib.contextmanager
-    def stream(self) -> Iterator[io.BufferedReader]:
+    def stream(self) -> Iterator[IO[bytes]]:
         """The body as a buffered byte stream, closed (and the connection released) afterwards."""
+        if self.response is None:  # callers look at ``error`` first; reading a failed GetObject is a read error
+            raise OSError(f"{self.listed.url}: not opened: {self.error}")
         body = io.BufferedReader(_Body(self.response["Body"], self._open_at), READ_BUFFER)
         try:
             yield body
@@ -56,20 +63,20 @@ class Opened:
         if self.response is not None:
             self.response["Body"].close()
 
-    def _open_at(self, offset: int) -> Any:
-        kwargs = {"IfMatch": self.etag} if self.etag else {}
+    def _open_at(self, offset: int) -> StreamingBody:
+        kwargs: dict[str, Any] = {"IfMatch": self.etag} if self.etag else {}  # boto3 rejects IfMatch=None
         return self.client.get_object(Bucket=self.listed.bucket, Key=self.listed.key, Range=f"bytes={offset}-",
                                       **kwargs)["Body"]
 
 
-def _get(client: Any, listed: Listed) -> Opened:
+def _get(client: S3Client, listed: Listed) -> Opened:
     try:
         return Opened(client, listed, client.get_object(Bucket=listed.bucket, Key=listed.key))
     except Exception as exc:  # botocore already retried what retrying can fix
         return Opened(client, listed, error=exc)
 
 
-def open_ahead(client: Any, entries: Iterable[Any], ahead: int = READ_AHEAD) -> Iterator[tuple[Any, Any]]:
+def open_ahead(client: S3Client, entries: Iterable[Any], ahead: int = READ_AHEAD) -> Iterator[tuple[Any, Any]]:
     """(entry, Opened) for each ``Listed`` entry, in order, opened up to ``ahead`` entries early.
 
     Anything else in ``entries`` passes through as (entry, None). Responses opened but never
@@ -123,7 +130,7 @@ def unreadable_reason(exc: Exception) -> str:
 class _Body(io.RawIOBase):
     """A ``GetObject`` body as a raw stream; a connection lost mid-body is resumed with a ranged GET."""
 
-    def __init__(self, body: Any, open_at: Callable[[int], Any]) -> None:
+    def __init__(self, body: StreamingBody, open_at: Callable[[int], StreamingBody]) -> None:
         super().__init__()
         self._body = body
         self._open_at = open_at

@@ -19,12 +19,15 @@ import dataclasses
 import ipaddress
 import os
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 from urllib.parse import urlsplit
 
 from gdtrustar.errors import ConfigError
 from gdtrustar.logs import register_secret
 from gdtrustar.text import unicode_problem
+
+if TYPE_CHECKING:  # type information only (boto3-stubs)
+    from mypy_boto3_secretsmanager import SecretsManagerClient
 
 DEFAULT_API_ENDPOINT = "https://api.trustar.co/api/1.3"
 DEFAULT_AUTH_ENDPOINT = "https://api.trustar.co/oauth/token"
@@ -201,7 +204,7 @@ def _positive_rate(value: Any) -> float:
     return rate
 
 
-def fetch_secret(secret_arn: str, client: Any = None) -> tuple[str, str]:
+def fetch_secret(secret_arn: str, client: Optional[SecretsManagerClient] = None) -> tuple[str, str]:
     """API key and secret from a Secrets Manager JSON secret ``{"api_key", "api_secret"}``."""
     import json
 

@@ -27,7 +27,7 @@ import sys
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Iterable, Iterator, Mapping, Optional
+from typing import IO, Any, Iterable, Iterator, Mapping, Optional, Protocol, runtime_checkable
 
 from gdtrustar.errors import ConfigError
 from gdtrustar.text import printable_path
@@ -111,15 +111,34 @@ def read_stream(stream: IO[bytes], name: str, limit: Optional[int] = None) -> It
     return _read_stream(stream, printable_path(name), document_limit() if limit is None else limit)
 
 
+@runtime_checkable
+class _Peekable(Protocol):
+    """What the reader needs of a byte stream: a buffered file, stdin, an S3 body, a GzipFile."""
+
+    def peek(self, n: int, /) -> bytes: ...
+    def read(self, n: int, /) -> bytes: ...
+    def seek(self, n: int, /) -> object: ...
+    def readline(self, size: int, /) -> bytes: ...
+
+
+def _peekable(raw: IO[bytes]) -> _Peekable:
+    """``raw`` itself when it can peek, else ``raw`` behind a buffer (e.g. a ``BytesIO`` given as stdin)."""
+    if isinstance(raw, _Peekable):
+        return raw
+    if isinstance(raw, (io.RawIOBase, io.BufferedIOBase)):
+        return io.BufferedReader(raw)
+    raise TypeError(f"cannot read a {type(raw).__name__}: it can neither peek nor be buffered")
+
+
 def _read_stream(raw: IO[bytes], name: str, limit: int = DEFAULT_LIMIT) -> Iterator[Document]:
-    buffered = io.BufferedReader(raw) if not hasattr(raw, "peek") else raw
+    buffered = _peekable(raw)
     head = buffered.peek(2)[:2]
     gzipped = head == GZIP_MAGIC
     if head == GZIP_MAGIC[:1] and len(buffered.peek(2)) == 1:  # one byte of a gzip header, then the end
         yield Document(name, error="truncated or corrupt gzip (the file ends inside its header)")
         return
     if gzipped:
-        buffered = gzip.GzipFile(fileobj=buffered, mode="rb")  # type: ignore[assignment]
+        buffered = gzip.GzipFile(fileobj=buffered, mode="rb")
     # Zero JSON Lines records is a valid (e.g. replayed, all-delivered) failures file; an empty
     # .json, or a .gz that is not even gzip, is not.
     empty_ok = name.endswith(".jsonl") or (gzipped and name.endswith(".jsonl.gz"))
@@ -134,7 +153,7 @@ def _read_stream(raw: IO[bytes], name: str, limit: int = DEFAULT_LIMIT) -> Itera
 class _Lines:
     """Numbered byte lines of a stream, each at most ``limit`` bytes; a longer one is ``None``."""
 
-    def __init__(self, stream: IO[bytes], limit: int) -> None:
+    def __init__(self, stream: _Peekable, limit: int) -> None:
         self.stream = stream
         self.limit = limit
         self.lineno = 0
@@ -146,10 +165,11 @@ class _Lines:
                 return
             self.lineno += 1
             if len(line) > self.limit and not line.endswith(b"\n"):
-                line = None
                 while not self._skipped_to_newline():
                     pass
-            yield self.lineno, line
+                yield self.lineno, None
+            else:
+                yield self.lineno, line
 
     def _skipped_to_newline(self) -> bool:
         chunk = self.stream.readline(_SKIP_CHUNK)
