@@ -235,9 +235,11 @@ class Planner:
 
 def _same_json(current: Optional[str], new: Optional[str]) -> bool:
     try:
-        return json.loads(current or "null") == json.loads(new or "null")
+        before: object = json.loads(current or "null")
+        after: object = json.loads(new or "null")
     except ValueError:
         return False
+    return before == after
 
 
 def _resource_lines(template_body: str) -> tuple[str, ...]:
