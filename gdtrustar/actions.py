@@ -22,7 +22,7 @@ class _Word(str, enum.Enum):
 
 
 class Action(_Word):
-    """What happened to one finding in one enclave (declaration order is the summary's order)."""
+    """What happened to one finding in one enclave."""
 
     CREATED = "created"
     UPDATED = "updated"
@@ -31,6 +31,7 @@ class Action(_Word):
     DRY_RUN = "dry-run"
     INVALID = "invalid"  # not a finding we can deliver: listed in the failures file
     FAILED = "failed"  # Station did not take it: listed in the failures file
+    QUEUED = "queued"  # backfill --via-queue: in the stack's buffer queue, for its function to deliver
 
 
 class Decision(_Word):
@@ -40,6 +41,9 @@ class Decision(_Word):
     CHANGED = "changed"
     UNCHANGED = "unchanged"
 
+
+#: What the delivery engine can say, in the summary's order (``queued`` is ``backfill --via-queue``'s alone).
+ENGINE_ACTIONS = tuple(action for action in Action if action is not Action.QUEUED)
 
 # Not delivered: each is one line on stderr and one entry in the failures file, and the run exits 1.
 UNDELIVERED = frozenset((Action.INVALID, Action.FAILED))

@@ -31,13 +31,18 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from gdtrustar.app import Run
 from gdtrustar.checkpoint import Checkpoint, delivery_scope
-from gdtrustar.guardduty import Criteria, Target, count, pages, prefetch
+from gdtrustar.guardduty import Criteria, Target, count, known_total, pages, prefetch
 from gdtrustar.items import Item, build_item
 from gdtrustar.ledger import Bookmark
+from gdtrustar.settings import Settings
+
+if TYPE_CHECKING:  # type information only (boto3-stubs)
+    from boto3 import Session
+    from mypy_boto3_guardduty.type_defs import FindingCriteriaTypeDef
 
 # GuardDuty's clock and eventual consistency vs ours: the bookmark stays this far behind our start.
 SKEW = 15 * 60
@@ -62,8 +67,7 @@ def backfill(run: Run, targets: list[Target], criteria: Criteria, use_bookmarks:
         plans.append((target, key, stored, resume(stored, criteria.since_ms)))
     wire = [(t, key, stored, mark, criteria.finding_criteria(_ms(mark.at) if mark else None))
             for t, key, stored, mark in plans]
-    totals = [count(t, c) for t, *_, c in wire]
-    run.reporter.set_total(None if None in totals else sum(totals), "backfill")
+    run.reporter.set_total(known_total([count(t, c) for t, *_, c in wire]), "backfill")
     with run.graceful_interrupt():
         try:
             for target, key, stored, mark, wire_criteria in wire:
@@ -112,7 +116,8 @@ def _bookmarker(run: Run, key: str, stored: Optional[Bookmark], covered_from: Op
     return newest, Checkpoint(store, name=key)
 
 
-def _one_detector(run: Run, target: Target, wire_criteria: dict, bookmark: tuple[_Newest, Checkpoint]) -> None:
+def _one_detector(run: Run, target: Target, wire_criteria: FindingCriteriaTypeDef,
+                  bookmark: tuple[_Newest, Checkpoint]) -> None:
     newest, checkpoint = bookmark
     stop = threading.Event()
     run.reporter.describe(target.label)
@@ -147,7 +152,7 @@ def _ms(iso: Optional[str]) -> Optional[int]:
     return int(datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() * 1000)
 
 
-def warn_shared_budget(session: Any, regions: list[str], settings: Any, echo: Callable[[str], None]) -> None:
+def warn_shared_budget(session: Session, regions: list[str], settings: Settings, echo: Callable[[str], None]) -> None:
     """One line when a deployed stack in these regions spends the same API key's quota."""
     if not settings.api_key:  # the run stops on the missing credentials anyway
         return

@@ -17,9 +17,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-from typing import Any, Callable, Iterable, Optional
+from typing import TYPE_CHECKING, Callable, Iterable, Optional
 
 from gdtrustar.settings import DEFAULT_MAX_RATE, Settings
+
+if TYPE_CHECKING:  # type information only (boto3-stubs)
+    from mypy_boto3_cloudformation import CloudFormationClient
 
 log = logging.getLogger(__name__)
 _LABEL = b"gdtrustar quota key fingerprint v1"
@@ -34,7 +37,7 @@ def key_fingerprint(api_endpoint: str, api_key: Optional[str]) -> str:
     return hmac.new(_LABEL, message, hashlib.sha256).hexdigest()[:16]
 
 
-def _stack_shares(cloudformation: Any, fingerprint: str) -> Iterable[tuple[str, float, bool]]:
+def _stack_shares(cloudformation: CloudFormationClient, fingerprint: str) -> Iterable[tuple[str, float, bool]]:
     """(stack name, MaxRate, known same key) for every gdtrustar stack that may share the key."""
     for page in cloudformation.get_paginator("describe_stacks").paginate():
         for stack in page.get("Stacks", []):
@@ -54,7 +57,7 @@ def _stack_shares(cloudformation: Any, fingerprint: str) -> Iterable[tuple[str, 
 
 
 def shared_budget_warning(settings: Settings, regions: Iterable[str],
-                          client: Callable[[str], Any]) -> Optional[str]:
+                          client: Callable[[str], CloudFormationClient]) -> Optional[str]:
     """One line when a deployed stack in ``regions`` spends the same key's quota, else None.
 
     ``client(region)`` returns a CloudFormation client. Any error reading stacks (no permission,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import IO, Any, Callable, Mapping, Optional, Sequence
+from typing import IO, TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence
 
 import click
 
@@ -14,6 +14,9 @@ from gdtrustar.deploy.command import deploy_lambda
 from gdtrustar.deployed import DEFAULT_FUNCTION_NAME
 from gdtrustar.logs import setup_logging
 from gdtrustar.options import criteria_from, filter_options, settings_from, station_options, verbosity_options
+
+if TYPE_CHECKING:
+    from gdtrustar.app import RunOptions  # imported when a command runs: the SDKs are slow to import
 
 
 def run_options(func: Callable) -> Callable:
@@ -37,7 +40,7 @@ def run_options(func: Callable) -> Callable:
     return func
 
 
-def run_options_from(kwargs: dict) -> Any:
+def run_options_from(kwargs: dict) -> RunOptions:
     """Pop the shared run flags into a RunOptions."""
     from gdtrustar.app import RunOptions
 

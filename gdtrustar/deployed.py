@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping, Optional
+from typing import TYPE_CHECKING, Iterator, Mapping, Optional
 
 from gdtrustar.errors import ConfigError
+
+if TYPE_CHECKING:  # type information only (boto3-stubs)
+    from boto3 import Session
+    from mypy_boto3_sqs import SQSClient
 
 DEFAULT_FUNCTION_NAME = "gdtrustar-guardduty"
 
@@ -47,7 +51,7 @@ class DeployedStack:
         return max(1, len([e for e in self.parameters.get("EnclaveIds", "").split(",") if e.strip()]))
 
 
-def find_stack(session: Any, function_name: str, region: Optional[str]) -> DeployedStack:
+def find_stack(session: Session, function_name: str, region: Optional[str]) -> DeployedStack:
     """The stack ``deploy-lambda --function-name`` made, or a one-line configuration error."""
     from botocore.exceptions import BotoCoreError, ClientError
 
@@ -75,13 +79,13 @@ def find_stack(session: Any, function_name: str, region: Optional[str]) -> Deplo
     )
 
 
-def queue_depth(sqs: Any, queue_url: str) -> int:
+def queue_depth(sqs: SQSClient, queue_url: str) -> int:
     """Messages in a queue, visible or in flight (SQS's approximate counts)."""
     attributes = sqs.get_queue_attributes(
         QueueUrl=queue_url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
     )["Attributes"]
-    return sum(int(attributes.get(name, 0)) for name in
-               ("ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"))
+    return int(attributes.get("ApproximateNumberOfMessages", 0)) + \
+        int(attributes.get("ApproximateNumberOfMessagesNotVisible", 0))
 
 
 def drain_time(messages: int, stack: DeployedStack) -> str:

@@ -16,7 +16,7 @@ import re
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Optional
 
 from gdtrustar.aws import retry_config
 from gdtrustar.errors import ConfigError, GdTrustarError, SourceUnavailableError
@@ -174,6 +174,16 @@ def count(target: Target, criteria: FindingCriteriaTypeDef) -> Optional[int]:
     except Exception:
         return None  # progress without a total is fine; a real error surfaces from ListFindings
     return sum(stats.get("FindingStatistics", {}).get("CountBySeverity", {}).values())
+
+
+def known_total(counts: Iterable[Optional[int]]) -> Optional[int]:
+    """The sum of ``count``s for a progress bar; None (no total shown) if any of them is unknown."""
+    total = 0
+    for number in counts:
+        if number is None:
+            return None
+        total += number
+    return total
 
 
 def pages(target: Target, criteria: FindingCriteriaTypeDef) -> Iterator[list[FindingTypeDef]]:

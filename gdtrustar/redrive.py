@@ -13,16 +13,20 @@ not started again. Ctrl-C stops the watching, not the move.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 from gdtrustar.deployed import DeployedStack, drain_time, queue_depth
 from gdtrustar.status import ExitStatus
+
+if TYPE_CHECKING:  # type information only (boto3-stubs)
+    from mypy_boto3_sqs import SQSClient
+    from mypy_boto3_sqs.type_defs import ListMessageMoveTasksResultEntryTypeDef as MoveTask
 
 Echo = Callable[[str], None]
 ENDED = ("COMPLETED", "CANCELLED", "FAILED")
 
 
-def _task(sqs: Any, source_arn: str, handle: Optional[str]) -> Optional[dict]:
+def _task(sqs: SQSClient, source_arn: str, handle: Optional[str]) -> Optional[MoveTask]:
     """Our task in the listing (newest first): by handle while it runs, else the newest."""
     results = sqs.list_message_move_tasks(SourceArn=source_arn, MaxResults=10).get("Results", [])
     for task in results:
@@ -31,7 +35,7 @@ def _task(sqs: Any, source_arn: str, handle: Optional[str]) -> Optional[dict]:
     return results[0] if results else None
 
 
-def redrive(sqs: Any, stack: DeployedStack, *, dry_run: bool, echo: Echo,
+def redrive(sqs: SQSClient, stack: DeployedStack, *, dry_run: bool, echo: Echo,
             sleep: Callable[[float], None] = time.sleep, poll_seconds: float = 5.0) -> ExitStatus:
     """Move the dead-letter queue back into the buffer queue, showing progress until done."""
     dlq_arn, dlq_url = stack.output("DeadLetterQueueArn"), stack.output("DeadLetterQueueUrl")
@@ -60,12 +64,13 @@ def redrive(sqs: Any, stack: DeployedStack, *, dry_run: bool, echo: Echo,
     return _report(task, stack, echo)
 
 
-def _follow(sqs: Any, dlq_arn: str, handle: Optional[str], echo: Echo,
-            sleep: Callable[[float], None], poll_seconds: float) -> dict:
+def _follow(sqs: SQSClient, dlq_arn: str, handle: Optional[str], echo: Echo,
+            sleep: Callable[[float], None], poll_seconds: float) -> MoveTask:
     shown = None
     while True:
-        task = _task(sqs, dlq_arn, handle) or {"Status": "FAILED", "FailureReason": "the move task disappeared"}
-        progress = (task.get("Status"), task.get("ApproximateNumberOfMessagesMoved", 0))
+        task: MoveTask = _task(sqs, dlq_arn, handle) or {"Status": "FAILED",
+                                                         "FailureReason": "the move task disappeared"}
+        progress = (task.get("Status", "?"), task.get("ApproximateNumberOfMessagesMoved", 0))
         if progress != shown:
             total = task.get("ApproximateNumberOfMessagesToMove")
             echo(f"{progress[0].lower()}: moved {progress[1]}" + (f" of about {total}" if total is not None else ""))
@@ -75,7 +80,7 @@ def _follow(sqs: Any, dlq_arn: str, handle: Optional[str], echo: Echo,
         sleep(poll_seconds)
 
 
-def _report(task: dict, stack: DeployedStack, echo: Echo) -> ExitStatus:
+def _report(task: MoveTask, stack: DeployedStack, echo: Echo) -> ExitStatus:
     moved = task.get("ApproximateNumberOfMessagesMoved", 0)
     if task.get("Status") == "COMPLETED":
         echo(f"done: {moved} messages are back in the buffer queue; they drain in {drain_time(moved, stack)}")

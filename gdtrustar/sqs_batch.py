@@ -27,16 +27,17 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Optional
 
+from gdtrustar.actions import Action
 from gdtrustar.items import Item, items_from
 from gdtrustar.outcomes import Outcome
 from gdtrustar.sources import Document
 
 log = logging.getLogger(__name__)
 SAFETY_SECONDS = 10.0  # time kept to return the response after the last write
-DELIVERED = ("created", "updated", "unchanged")
+DELIVERED = frozenset((Action.CREATED, Action.UPDATED, Action.UNCHANGED))
 
 #: ``deliver(items, deadline)`` → outcomes: the Lambda's shared delivery path (one Station client).
-Deliver = Callable[[Iterable[Item], Optional[float]], list]
+Deliver = Callable[[Iterable[Item], Optional[float]], list[Outcome]]
 
 
 @dataclass
@@ -44,7 +45,7 @@ class Message:
     """One SQS record: its id and the items its body holds (an invalid item says why)."""
 
     message_id: str
-    items: list = field(default_factory=list)
+    items: list[Item] = field(default_factory=list)
 
 
 def is_sqs_batch(event: Any) -> bool:
@@ -78,22 +79,26 @@ def deadline_from(context: Any, clock: Callable[[], float]) -> Optional[float]:
     remaining = getattr(context, "get_remaining_time_in_millis", None)
     if remaining is None:
         return None
-    return clock() + remaining() / 1000.0 - SAFETY_SECONDS
+    return clock() + float(remaining()) / 1000.0 - SAFETY_SECONDS
 
 
-def _latest(messages: list) -> dict:
+def _latest(messages: list[Message]) -> dict[str, tuple[Item, list[str]]]:
     """Map finding id → (item to deliver, ids of every message holding that finding)."""
-    chosen: dict[str, tuple[Item, list]] = {}
+    chosen: dict[str, tuple[Item, list[str]]] = {}
     for message in messages:
         for item in message.items:
             if item.finding is None:
                 continue
             finding_id = item.finding["id"]
             best, ids = chosen.get(finding_id, (item, []))
-            if item.finding.get("updatedAt", "") >= best.finding.get("updatedAt", ""):
+            if _updated_at(item) >= _updated_at(best):
                 best = item
             chosen[finding_id] = (best, ids + [message.message_id])
     return chosen
+
+
+def _updated_at(item: Item) -> str:
+    return str(item.finding.get("updatedAt", "")) if item.finding is not None else ""
 
 
 def _until(items: Iterable[Item], deadline: Optional[float], clock: Callable[[], float]) -> Iterator[Item]:
@@ -114,15 +119,15 @@ def handle_batch(event: dict, context: Any, deliver: Deliver,
     for message in messages:
         for item in message.items:
             if item.finding is None:
-                _log(message.message_id, "invalid", item.error)
+                _log(message.message_id, Action.INVALID, item.error)
                 failed.add(message.message_id)
     chosen = _latest(messages)
-    outcomes: list[Outcome] = deliver(_until((item for item, _ in chosen.values()), deadline, clock), deadline)
-    by_finding: dict[str, list] = {}
+    outcomes = deliver(_until((item for item, _ in chosen.values()), deadline, clock), deadline)
+    by_finding: dict[Optional[str], list[Outcome]] = {}
     for outcome in outcomes:
         by_finding.setdefault(outcome.finding_id, []).append(outcome)
     for finding_id, (_, ids) in chosen.items():
-        results = by_finding.get(finding_id) or [Outcome("failed", "", finding_id, error="not started: deadline")]
+        results = by_finding.get(finding_id) or [Outcome(Action.FAILED, "", finding_id, error="not started: deadline")]
         for outcome in results:
             if outcome.action not in DELIVERED:
                 failed.update(ids)
@@ -134,8 +139,8 @@ def handle_batch(event: dict, context: Any, deliver: Deliver,
 
 def _log(message_id: str, action: str, reason: Optional[str]) -> None:
     """One line per message and receive; what cannot succeed on a retry says where it will end."""
-    where = "back to the queue" if action == "failed" else "left for the dead-letter queue"
+    where = "back to the queue" if action == Action.FAILED else "left for the dead-letter queue"
     text = f"sqs message {message_id}: {where}: {reason}"
     # a lone surrogate from the input must not break the log handler's UTF-8 encoding
-    log.log(logging.WARNING if action == "failed" else logging.ERROR,
+    log.log(logging.WARNING if action == Action.FAILED else logging.ERROR,
             text.encode("utf-8", "backslashreplace").decode("utf-8"))

@@ -19,17 +19,26 @@ import json
 import threading
 import time
 import uuid
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Callable
 
+from gdtrustar.actions import ENGINE_ACTIONS, Action
 from gdtrustar.deployed import aws_errors, drain_time, queue_depth
 from gdtrustar.errors import ConfigError
 from gdtrustar.failures import FailuresFile, choose_path
 from gdtrustar.findings import is_sample
 from gdtrustar.items import Item
 from gdtrustar.ledger import default_path
-from gdtrustar.outcomes import ACTIONS, Outcome, Summary
+from gdtrustar.outcomes import Outcome, Summary
 from gdtrustar.output import Reporter
 from gdtrustar.status import ExitStatus
+
+if TYPE_CHECKING:
+    from boto3 import Session
+    from mypy_boto3_sqs import SQSClient
+
+    from gdtrustar.app import RunOptions
+    from gdtrustar.deployed import DeployedStack
+    from gdtrustar.guardduty import Criteria, Target
 
 BATCH = 10  # SendMessageBatch's maximum entries
 ENTRY_ATTEMPTS = 4  # SQS-side (not sender) entry failures are retried this often
@@ -57,7 +66,7 @@ def envelope(finding: dict) -> dict:
 class QueueSender:
     """Packs findings into ``SendMessageBatch`` calls and reports one outcome per finding."""
 
-    def __init__(self, sqs: Any, queue_url: str, sink: Sink, max_bytes: int,
+    def __init__(self, sqs: SQSClient, queue_url: str, sink: Sink, max_bytes: int,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         self.sqs, self.queue_url, self.sink = sqs, queue_url, sink
         self.max_bytes = max_bytes
@@ -68,11 +77,11 @@ class QueueSender:
     def submit(self, item: Item) -> None:
         """Queue one item (invalid items and repeats become outcomes at once)."""
         if item.finding is None:  # not a finding by design (skipped), or one that cannot be read (invalid)
-            action = "skipped" if item.skipped else "invalid"
+            action = Action.SKIPPED if item.skipped else Action.INVALID
             return self.sink(Outcome(action, item.origin, error=item.error, document=item.document))
         finding_id, updated = item.finding["id"], item.finding.get("updatedAt", "")
         if finding_id in self._seen and self._seen[finding_id] >= updated:
-            return self.sink(Outcome("skipped", item.origin, finding_id, error="already queued in this run"))
+            return self.sink(Outcome(Action.SKIPPED, item.origin, finding_id, error="already queued in this run"))
         self._seen[finding_id] = updated
         body = json.dumps(envelope(item.finding), ensure_ascii=False, separators=(",", ":"))
         size = len(body.encode("utf-8", "surrogatepass"))
@@ -110,7 +119,7 @@ class QueueSender:
             raise ConfigError(f"cannot send to {self.queue_url}: {exc}") from exc
         for ok in response.get("Successful", []):
             item, _ = entries[int(ok["Id"])]
-            self.sink(Outcome("queued", item.origin, item.finding["id"], finding=item.finding))
+            self.sink(Outcome(Action.QUEUED, item.origin, item.finding["id"], finding=item.finding))
         retry, refused = [], []
         for failure in response.get("Failed", []):
             entry = entries[int(failure["Id"])]
@@ -123,16 +132,17 @@ class QueueSender:
     def _fail(self, refused: list) -> None:
         """``refused``: ((item, body), reason) pairs; each becomes a failed outcome (failures file)."""
         for (item, _), reason in refused:
-            self.sink(Outcome("failed", item.origin, item.finding["id"], error=reason, finding=item.finding))
+            self.sink(Outcome(Action.FAILED, item.origin, item.finding["id"], error=reason, finding=item.finding))
 
 
-def max_message_bytes(sqs: Any, queue_url: str) -> int:
+def max_message_bytes(sqs: SQSClient, queue_url: str) -> int:
     """The queue's own limit (SQS raised the maximum from 256 KiB to 1 MiB; a queue may hold either)."""
     attributes = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["MaximumMessageSize"])
     return int(attributes["Attributes"].get("MaximumMessageSize", 262144))
 
 
-def backfill_via_queue(session: Any, targets: list, criteria: Any, stack: Any, options: Any) -> ExitStatus:
+def backfill_via_queue(session: Session, targets: list[Target], criteria: Criteria, stack: DeployedStack,
+                       options: RunOptions) -> ExitStatus:
     """Queue every matching finding of every target; print how long the queue takes to drain."""
     sqs = session.client("sqs", region_name=stack.region)
     url = stack.output("BufferQueueUrl")
@@ -142,7 +152,7 @@ def backfill_via_queue(session: Any, targets: list, criteria: Any, stack: Any, o
     failures = FailuresFile(path, explicit=options.failures is not None, note=note)
     stop = threading.Event()  # Ctrl-C or a closed stdout: stop reading, send what is packed
     reporter = Reporter(json_mode=options.json, dry_run=False, verbosity=options.verbosity, on_closed=stop.set)
-    summary = Summary(counts={"queued": 0, **dict.fromkeys(ACTIONS, 0)})
+    summary = Summary(counts={Action.QUEUED: 0, **dict.fromkeys(ENGINE_ACTIONS, 0)})
 
     def sink(outcome: Outcome) -> None:
         summary.findings += 1
@@ -170,15 +180,14 @@ def backfill_via_queue(session: Any, targets: list, criteria: Any, stack: Any, o
     return ExitStatus.UNDELIVERED if summary.problems else ExitStatus.SUCCESS
 
 
-def _queue_all(sender: QueueSender, targets: list, criteria: Any, reporter: Reporter, name: str,
+def _queue_all(sender: QueueSender, targets: list[Target], criteria: Criteria, reporter: Reporter, name: str,
                exclude_samples: bool, stop: threading.Event) -> None:
     """Read every target's pages (prefetched one ahead, as backfill does) into the sender."""
     from gdtrustar.backfill import _item as finding_item
-    from gdtrustar.guardduty import count, pages, prefetch
+    from gdtrustar.guardduty import count, known_total, pages, prefetch
 
     wire = [(t, criteria.finding_criteria()) for t in targets]
-    totals = [count(t, c) for t, c in wire]
-    reporter.set_total(None if None in totals else sum(totals), f"queueing to {name}")
+    reporter.set_total(known_total([count(t, c) for t, c in wire]), f"queueing to {name}")
     for target, wire_criteria in wire:
         reporter.describe(target.label)
         done = threading.Event()
@@ -189,7 +198,7 @@ def _queue_all(sender: QueueSender, targets: list, criteria: Any, reporter: Repo
                         return
                     item = finding_item(target, raw)
                     if exclude_samples and item.finding is not None and is_sample(item.finding):
-                        sender.sink(Outcome("skipped", item.origin, item.finding["id"],
+                        sender.sink(Outcome(Action.SKIPPED, item.origin, item.finding["id"],
                                             error="sample finding excluded by --exclude-samples"))
                     else:
                         sender.submit(item)

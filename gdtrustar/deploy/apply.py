@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping, Optional, Sequence
 
 from botocore.exceptions import ClientError, WaiterError
 
@@ -27,8 +27,16 @@ from gdtrustar.deploy.plan import (
 )
 from gdtrustar.errors import DeployError
 
+if TYPE_CHECKING:  # type information only (boto3-stubs)
+    from mypy_boto3_cloudformation import CloudFormationClient
+    from mypy_boto3_cloudformation.literals import CapabilityType
+    from mypy_boto3_cloudformation.type_defs import ParameterTypeDef, WaiterConfigTypeDef
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_secretsmanager import SecretsManagerClient
+
 Echo = Callable[[str], None]
-CAPABILITIES = ["CAPABILITY_IAM"]
+StackWaiter = Literal["stack_create_complete", "stack_update_complete", "stack_delete_complete"]
+CAPABILITIES: list[CapabilityType] = ["CAPABILITY_IAM"]
 _NO_CHANGES = ("didn't contain changes", "No updates are to be performed")
 
 
@@ -59,14 +67,15 @@ class Applier:
     """Carries out plan actions with the clients it is given."""
 
     def __init__(
-        self, s3: Any, secrets: Any, cloudformation: Any, echo: Echo,
+        self, s3: S3Client, secrets: SecretsManagerClient, cloudformation: CloudFormationClient, echo: Echo,
         waiter_delay: int = 5, max_wait_seconds: int = 1800,
     ) -> None:
         self._s3 = s3
         self._secrets = secrets
         self._cfn = cloudformation
         self._echo = echo
-        self._waiter_config = {"Delay": waiter_delay, "MaxAttempts": max(1, max_wait_seconds // waiter_delay)}
+        self._waiter_config: WaiterConfigTypeDef = {"Delay": waiter_delay,
+                                                    "MaxAttempts": max(1, max_wait_seconds // waiter_delay)}
         self._result = ApplyResult()
 
     def apply(self, plan: Sequence[Action]) -> ApplyResult:
@@ -117,8 +126,8 @@ class Applier:
             self._secrets.put_secret_value(SecretId=action.arn, SecretString=action.value)
             self._result.secret_arn = action.arn
 
-    def _parameters(self, parameters: Mapping[str, str]) -> list[dict[str, str]]:
-        resolved = []
+    def _parameters(self, parameters: Mapping[str, str]) -> list[ParameterTypeDef]:
+        resolved: list[ParameterTypeDef] = []
         for key, value in sorted(parameters.items()):
             if value == NEW_SECRET_ARN:
                 if not self._result.secret_arn:
@@ -143,8 +152,8 @@ class Applier:
             self._cfn.get_waiter("change_set_create_complete").wait(
                 StackName=action.stack_name, ChangeSetName=name, WaiterConfig=self._waiter_config)
         except WaiterError as exc:
-            reason = self._cfn.describe_change_set(StackName=action.stack_name, ChangeSetName=name)
-            reason = reason.get("StatusReason", "")
+            failed = self._cfn.describe_change_set(StackName=action.stack_name, ChangeSetName=name)
+            reason = failed.get("StatusReason", "")
             if any(marker in reason for marker in _NO_CHANGES):
                 self._cfn.delete_change_set(StackName=action.stack_name, ChangeSetName=name)
                 self._echo("  CloudFormation found no changes; nothing updated")
@@ -164,7 +173,7 @@ class Applier:
     def _delete_secret(self, action: DeleteSecret) -> None:
         self._secrets.delete_secret(SecretId=action.secret_id, ForceDeleteWithoutRecovery=True)
 
-    def _wait(self, waiter: str, stack_name: str) -> None:
+    def _wait(self, waiter: StackWaiter, stack_name: str) -> None:
         try:
             self._cfn.get_waiter(waiter).wait(StackName=stack_name, WaiterConfig=self._waiter_config)
         except WaiterError as exc:
@@ -181,7 +190,7 @@ class Applier:
         return "; ".join(failed[:3]) or "see the stack's events"
 
 
-def stack_outputs(cloudformation: Any, stack_name: str) -> dict[str, str]:
+def stack_outputs(cloudformation: CloudFormationClient, stack_name: str) -> dict[str, str]:
     """The stack's outputs as a dict (empty when the stack is gone)."""
     try:
         stacks = cloudformation.describe_stacks(StackName=stack_name)["Stacks"]

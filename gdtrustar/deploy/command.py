@@ -10,7 +10,7 @@ import contextlib
 import json
 import re
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Iterator, Optional
 
 import click
 
@@ -25,12 +25,18 @@ from gdtrustar.options import SEVERITY, settings_from, station_options, verbosit
 from gdtrustar.settings import Settings
 from gdtrustar.text import printable_lines
 
+if TYPE_CHECKING:  # type information only (boto3-stubs)
+    from boto3 import Session
+    from mypy_boto3_cloudformation import CloudFormationClient
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_secretsmanager import SecretsManagerClient
+
 
 def _echo(message: str) -> None:
     click.echo(printable_lines(message), err=True)  # stack events and names come from AWS
 
 
-def _session(profile: Optional[str], region: Optional[str]) -> Any:
+def _session(profile: Optional[str], region: Optional[str]) -> Session:
     import boto3  # deferred: boto3 is slow to import and --template-out does not need it
     from botocore.exceptions import ProfileNotFound
 
@@ -90,13 +96,18 @@ def write_template(spec: StackSpec, settings: Settings, secret_arn: Optional[str
     return zip_path
 
 
-def deploy(spec: StackSpec, settings: Settings, session: Any, *, secret_arn: Optional[str],
+def _clients(session: Session) -> tuple[S3Client, SecretsManagerClient, CloudFormationClient]:
+    """What the planner and applier call: the artifact bucket, the API secret, the stack."""
+    return session.client("s3"), session.client("secretsmanager"), session.client("cloudformation")
+
+
+def deploy(spec: StackSpec, settings: Settings, session: Session, *, secret_arn: Optional[str],
            bucket: Optional[str], dry_run: bool, builder: DependencyBuilder,
            alarm_topic: Optional[str] = None) -> dict[str, str]:
     """Build, plan and apply (or only display) one deployment; return the stack outputs."""
     settings.require_enclaves()
     secret = _secret_spec(settings, secret_arn, spec.function_name)
-    s3, secrets, cfn = (session.client(name) for name in ("s3", "secretsmanager", "cloudformation"))
+    s3, secrets, cfn = _clients(session)
     if not bucket:
         account = session.client("sts").get_caller_identity()["Account"]
         bucket = f"gdtrustar-artifacts-{account}-{session.region_name}"
@@ -114,9 +125,9 @@ def deploy(spec: StackSpec, settings: Settings, session: Any, *, secret_arn: Opt
     return {} if dry_run else stack_outputs(cfn, spec.stack_name)
 
 
-def delete(spec: StackSpec, session: Any, *, delete_secret: bool, dry_run: bool) -> None:
+def delete(spec: StackSpec, session: Session, *, delete_secret: bool, dry_run: bool) -> None:
     """Remove the stack and, only when asked, the secret gdtrustar created (never a --secret-arn one)."""
-    s3, secrets, cfn = (session.client(name) for name in ("s3", "secretsmanager", "cloudformation"))
+    s3, secrets, cfn = _clients(session)
     secret_name = f"gdtrustar/{spec.function_name}" if delete_secret else None
     plan = Planner(s3, secrets, cfn).plan_delete(spec.stack_name, secret_name)
     applier = DisplayOnlyApplier(_echo) if dry_run else Applier(s3, secrets, cfn, _echo)

@@ -14,12 +14,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any, Mapping, Optional, Union
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Union
 
 from botocore.exceptions import ClientError
 
 from gdtrustar.deploy.package import LambdaPackage
 from gdtrustar.errors import DeployError
+
+if TYPE_CHECKING:  # type information only (boto3-stubs)
+    from mypy_boto3_cloudformation import CloudFormationClient
+    from mypy_boto3_cloudformation.type_defs import StackTypeDef
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_secretsmanager import SecretsManagerClient
 
 #: Stands for the ARN of a secret this same plan creates; apply substitutes the real one.
 NEW_SECRET_ARN = "<arn of the secret created above>"
@@ -148,7 +154,7 @@ def _is_missing_stack(exc: ClientError) -> bool:
 class Planner:
     """Reads S3, Secrets Manager and CloudFormation through the clients it is given."""
 
-    def __init__(self, s3: Any, secrets: Any, cloudformation: Any) -> None:
+    def __init__(self, s3: S3Client, secrets: SecretsManagerClient, cloudformation: CloudFormationClient) -> None:
         self._s3 = s3
         self._secrets = secrets
         self._cfn = cloudformation
@@ -222,7 +228,7 @@ class Planner:
                 actions.append(DeleteSecret(described["ARN"]))
         return actions
 
-    def _describe_stack(self, stack_name: str) -> Optional[dict[str, Any]]:
+    def _describe_stack(self, stack_name: str) -> Optional[StackTypeDef]:
         try:
             stacks = self._cfn.describe_stacks(StackName=stack_name)["Stacks"]
         except ClientError as exc:

@@ -31,7 +31,7 @@ OLDEST_MESSAGE_ALARM_SECONDS = 3600  # also fires during a large `backfill --via
 ALARM_PERIOD_SECONDS = 300
 
 
-def arn(resource: str) -> dict[str, str]:
+def arn(resource: str) -> dict[str, list[str]]:
     """``Fn::GetAtt`` of a resource's ARN."""
     return {"Fn::GetAtt": [resource, "Arn"]}
 
