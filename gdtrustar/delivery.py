@@ -31,6 +31,7 @@ import time
 from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Callable, Iterable, NamedTuple, Optional, Union
 
+from gdtrustar.actions import Action, Decision
 from gdtrustar.errors import GdTrustarError
 from gdtrustar.findings import is_sample
 from gdtrustar.items import Item
@@ -144,14 +145,14 @@ class Engine:
         item, self._current = self._current, None
         pending: list[tuple[Outcome, Optional[Tally]]] = [(p.outcome, p.tally) for p in self._in_flight.values()]
         if item is not None:
-            action = "failed" if item.finding is not None else "invalid"
+            action = Action.FAILED if item.finding is not None else Action.INVALID
             pending.insert(0, (Outcome(action, item.origin, (item.finding or {}).get("id"), error=item.error,
                                        finding=item.finding, document=item.document), None))
         self._in_flight.clear()
         self._in_flight_keys.clear()
         for outcome, tally in pending:
-            if outcome.action != "invalid":
-                outcome.action, outcome.error = "failed", f"not delivered or not recorded: {reason}"
+            if outcome.action != Action.INVALID:
+                outcome.action, outcome.error = Action.FAILED, f"not delivered or not recorded: {reason}"
             try:
                 self._emit(outcome, tally)
             except Exception:  # noqa: S112 - keep listing the others; the run already failed
@@ -161,14 +162,14 @@ class Engine:
     def _handle(self, item: Item) -> None:
         targets = self.enclave_ids or (None,)
         if item.finding is None:
-            action = "skipped" if item.skipped else "invalid"
+            action = Action.SKIPPED if item.skipped else Action.INVALID
             self._emit(Outcome(action, item.origin, error=item.error, document=item.document), Tally(item.receipt, 1))
             return
         finding_id = item.finding["id"]
         if self.exclude_samples and is_sample(item.finding):
             tally = Tally(item.receipt, len(targets))
             for enclave_id in targets:
-                self._emit(Outcome("skipped", item.origin, finding_id, enclave_id,
+                self._emit(Outcome(Action.SKIPPED, item.origin, finding_id, enclave_id,
                                    enclave_id and external_id(enclave_id, finding_id),
                                    error="sample finding excluded by --exclude-samples", finding=item.finding),
                            tally)
@@ -176,8 +177,9 @@ class Engine:
         try:
             reports = [(e, build_report(item.finding, e or PLACEHOLDER_ENCLAVE)) for e in targets]
         except (RecursionError, ValueError, TypeError) as exc:  # a finding the mapper cannot render
-            self._emit(Outcome("invalid", item.origin, finding_id, error=f"cannot map finding: {type(exc).__name__}",
-                               finding=item.finding), Tally(item.receipt, 1))
+            self._emit(Outcome(Action.INVALID, item.origin, finding_id,
+                               error=f"cannot map finding: {type(exc).__name__}", finding=item.finding),
+                       Tally(item.receipt, 1))
             return
         tally = Tally(item.receipt, len(reports))
         for enclave_id, report in reports:
@@ -201,7 +203,7 @@ class Engine:
     # -- internals ----------------------------------------------------------------------------
     def _route(self, item: Item, finding_id: str, enclave_id: Optional[str], report: Report,
                tally: Tally) -> None:
-        base = Outcome("dry-run", item.origin, finding_id, enclave_id, enclave_id and report.external_id,
+        base = Outcome(Action.DRY_RUN, item.origin, finding_id, enclave_id, enclave_id and report.external_id,
                        finding=item.finding)
         payload = self.render(report)
         if self.dry_run or enclave_id is None:
@@ -212,8 +214,8 @@ class Engine:
             self._drain(wait_all=False)
         row = self.ledger.lookup(enclave_id, finding_id) if self.ledger else self._memo.get(key)
         fingerprint, updated_at = digest(payload), (item.finding or {}).get("updatedAt", "")
-        if decide(row, updated_at, fingerprint, self.force) == "unchanged" and row is not None:
-            base.action, base.report_id = "unchanged", row.report_id
+        if decide(row, updated_at, fingerprint, self.force) == Decision.UNCHANGED and row is not None:
+            base.action, base.report_id = Action.UNCHANGED, row.report_id
             return self._emit(base, tally)
         while len(self._in_flight) >= self._max_in_flight:
             self._drain(wait_all=False)
@@ -258,12 +260,12 @@ class Engine:
         if isinstance(result, WriteResult):
             self._consecutive_failures = 0
             created = result.existed is False or (result.existed is None and not known)
-            outcome.action = "created" if created else "updated"
+            outcome.action = Action.CREATED if created else Action.UPDATED
             outcome.report_id, outcome.calls = result.report_id, result.calls
             self._remember(key, Delivered(updated_at, fingerprint, result.report_id))
         else:
             self._consecutive_failures += 1
-            outcome.action, outcome.error = "failed", str(result)
+            outcome.action, outcome.error = Action.FAILED, str(result)
         self._emit(outcome, tally)
         if self._uncommitted >= self.batch_size:
             self._commit()

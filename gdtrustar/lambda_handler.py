@@ -25,6 +25,7 @@ import time
 from typing import Any, Iterable, Iterator, Optional
 
 from gdtrustar import backends
+from gdtrustar.actions import Action
 from gdtrustar.delivery import Engine
 from gdtrustar.errors import DeliveryError, InvalidFindingError, RetriableError
 from gdtrustar.items import Item, items_from
@@ -84,7 +85,7 @@ class _Runtime:
             log.warning("nothing delivered in this invocation: %s", exc)
             return []
         outcomes = self._run(client, _tap(items, seen), deadline)
-        failed = {o.finding_id for o in outcomes if o.action == "failed"}
+        failed = {o.finding_id for o in outcomes if o.action == Action.FAILED}
         if failed and self.base.secret_arn:
             before = self.client
             after = self.station(force=True, deadline=deadline)
@@ -121,9 +122,9 @@ def _bare_event(runtime: _Runtime, event: Any, context: Any) -> dict:
     if not outcomes:  # Station could not be reached in time: Lambda retries the event
         raise DeliveryError(f"{origin}: not delivered: Station was not reachable within the invocation")
     for outcome in outcomes:
-        if outcome.action == "invalid":  # a finding the mapper cannot render: dead-letter it, never drop it
+        if outcome.action == Action.INVALID:  # a finding the mapper cannot render: dead-letter it, never drop it
             raise InvalidFindingError(f"finding {outcome.finding_id}: {outcome.error}")
-        if outcome.action == "failed":
+        if outcome.action == Action.FAILED:
             raise DeliveryError(f"finding {outcome.finding_id} not delivered to {outcome.enclave_id}: "
                                 f"{outcome.error}")
     first = outcomes[0]

@@ -1,6 +1,6 @@
 """What the delivery engine says about each finding: the vocabulary its sinks (output, failures file) read.
 
-Every item ends as exactly one ``Outcome`` per enclave, with one of ``ACTIONS``; ``Summary`` adds
+Every item ends as exactly one ``Outcome`` per enclave, with one of ``ACTIONS`` (``actions.Action``); ``Summary`` adds
 them up for the run's last lines and exit status, and an item's ``Tally`` adds up its own for its
 source's receipt (see ``checkpoint.py``).
 """
@@ -11,17 +11,18 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from gdtrustar.actions import ENGINE_ACTIONS, Action
 from gdtrustar.checkpoint import HANDLED
 from gdtrustar.items import Receipt
 
-ACTIONS = ("created", "updated", "unchanged", "skipped", "dry-run", "invalid", "failed")
+ACTIONS = ENGINE_ACTIONS  # in the summary's order
 
 
 @dataclass
 class Outcome:
     """What happened to one finding in one enclave."""
 
-    action: str
+    action: Action
     origin: str
     finding_id: Optional[str] = None
     enclave_id: Optional[str] = None
@@ -53,7 +54,7 @@ class Outcome:
 class Summary:
     """Counts by action; ``findings`` counts findings (and invalid documents), not enclave pairs."""
 
-    counts: dict = field(default_factory=lambda: dict.fromkeys(ACTIONS, 0))
+    counts: dict[Action, int] = field(default_factory=lambda: dict.fromkeys(ACTIONS, 0))
     findings: int = 0
     enclaves: int = 1
     station_calls: int = 0
@@ -64,7 +65,7 @@ class Summary:
 
     @property
     def problems(self) -> int:
-        return self.counts["invalid"] + self.counts["failed"]
+        return self.counts[Action.INVALID] + self.counts[Action.FAILED]
 
     @property
     def elapsed(self) -> float:
@@ -84,6 +85,6 @@ class Tally:
         self.due -= 1
         self.handled = self.handled and outcome.action in HANDLED
         # a finding skipped by a user's flag (--exclude-samples) was left out, not delivered
-        self.narrowed = self.narrowed or (outcome.action == "skipped" and outcome.finding is not None)
+        self.narrowed = self.narrowed or (outcome.action == Action.SKIPPED and outcome.finding is not None)
         if self.due == 0 and self.receipt is not None:
             self.receipt.settle(self.handled, self.narrowed)

@@ -28,8 +28,8 @@ def quiet_sdk() -> None:
 
 quiet_sdk()
 
-from trustar import TruStar  # type: ignore[import-untyped]  # noqa: E402
-from trustar.api_client import ApiClient  # type: ignore[import-untyped]  # noqa: E402
+from trustar import TruStar  # noqa: E402  (untyped: see [tool.mypy] in pyproject.toml)
+from trustar.api_client import ApiClient  # noqa: E402
 
 __all__ = ["ApiClient", "TruStar", "quiet_sdk", "route_logs"]
 

@@ -14,6 +14,7 @@ from typing import Optional
 
 import requests
 
+from gdtrustar.errors import ConfigError
 from gdtrustar.logs import register_secret
 from gdtrustar.pacing import Pacer
 from gdtrustar.sdk import ApiClient
@@ -22,7 +23,7 @@ TIMEOUT = (10.0, 60.0)  # connect, read (seconds)
 MAX_REFRESHES = 2  # token refreshes per call before Station's refusals are an error
 
 
-class SharedTokenApiClient(ApiClient):
+class SharedTokenApiClient(ApiClient):  # type: ignore[misc]  # subclassing Any: the SDK ships no types
     """The SDK's client, except that a refused token is only dropped: ``StationClient`` gets the next."""
 
     refused: Optional[str] = None
@@ -63,6 +64,10 @@ def _fetch_token(client: ApiClient) -> str:
     if response.status_code >= 400:
         kind = "Client" if response.status_code < 500 else "Server"
         raise requests.HTTPError(f"{response.status_code} {kind} Error: unable to get token", response=response)
-    token = response.json()["access_token"]
+    body = response.json()
+    token = body.get("access_token") if isinstance(body, dict) else None
+    if not isinstance(token, str) or not token:  # e.g. TRUSTAR_AUTH_ENDPOINT names some other JSON service
+        raise ConfigError(f"the token endpoint {client.auth} answered {response.status_code} with no access_token: "
+                          "check TRUSTAR_AUTH_ENDPOINT")
     register_secret(token)
     return token
