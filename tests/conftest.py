@@ -213,3 +213,8 @@ def sim():
 def write_jsonl(path: Path, docs: list) -> Path:
     path.write_text("".join(json.dumps(d) + "\n" for d in docs))
     return path
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list) -> None:
+    """Slow tests first: with pytest-xdist (``addopts`` in pyproject.toml) they then overlap the rest of the suite."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

@@ -99,7 +99,7 @@ def test_via_queue_queues_eventbridge_bodies_ten_a_call_and_the_function_deliver
     env = {"AWS_ENDPOINT_URL": moto_url, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
            "AWS_DEFAULT_REGION": "us-east-1", "TRUSTAR_SECRET_ARN": secret, "TRUSTAR_API_ENDPOINT": sim.api_endpoint,
            "TRUSTAR_AUTH_ENDPOINT": sim.auth_endpoint, "TRUSTAR_ENCLAVE_IDS": "enc-a,enc-b",
-           "TRUSTAR_MAX_RATE": "600", "GDTRUSTAR_MAX_CONCURRENCY": "2"}
+           "TRUSTAR_MAX_RATE": "60000", "GDTRUSTAR_MAX_CONCURRENCY": "2"}  # pacing is not under test here
     url = client(moto_url, "sqs").get_queue_url(QueueName="gdt-vq-buffer")["QueueUrl"]
     (stats,) = run_copies([{"env": env, "endpoint": moto_url, "region": "us-east-1", "queue_url": url,
                             "timeout": 120, "stop_after": 120}], tmp_path, {**base_env(tmp_path), **env})
@@ -194,7 +194,7 @@ def test_direct_backfill_warns_once_when_a_stack_spends_the_same_key(aws_cli, gd
                  KeyFingerprint=key_fingerprint(sim.api_endpoint, "test-key"))
     create_stack(moto_url, "gdt-other-key", region=REGION_B, MaxRate="60",
                  KeyFingerprint=key_fingerprint(sim.api_endpoint, "someone-else"))
-    _seed(gd, REGION_B, [make_finding(i, region=REGION_B) for i in range(3)])
+    _seed(gd, REGION_B, [make_finding(1, region=REGION_B)])  # at 30/min every call more is 2 s more
     res = aws_cli("backfill", "--region", REGION_B, env={"TRUSTAR_MAX_RATE": "30"})
     assert res.code == 0, res.stderr
     warnings = [line for line in res.stderr.splitlines() if "warning:" in line]
@@ -203,7 +203,8 @@ def test_direct_backfill_warns_once_when_a_stack_spends_the_same_key(aws_cli, gd
                         "or use --via-queue"]
     assert "test-key" not in res.stderr and "test-secret" not in res.stderr
     _seed(gd, "us-west-1", [make_finding(9, region="us-west-1")])
-    quiet = aws_cli("backfill", "--region", "us-west-1", env={"TRUSTAR_MAX_RATE": "30"})  # no stack there
+    quiet = aws_cli("backfill", "--region", "us-west-1",  # no stack there; own state: no wait behind the first run
+                    env={"TRUSTAR_MAX_RATE": "30", "XDG_STATE_HOME": str(aws_cli.tmp_path / "state2")})
     assert quiet.code == 0 and "warning:" not in quiet.stderr, quiet.stderr
 
 

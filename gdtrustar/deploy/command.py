@@ -37,13 +37,9 @@ def _echo(message: str) -> None:
 
 
 def _session(profile: Optional[str], region: Optional[str]) -> Session:
-    import boto3  # deferred: boto3 is slow to import and --template-out does not need it
-    from botocore.exceptions import ProfileNotFound
+    from gdtrustar.aws import build_session  # deferred: boto3 is slow to import and --template-out does not need it
 
-    try:
-        session = boto3.Session(profile_name=profile, region_name=region)
-    except ProfileNotFound as exc:
-        raise ConfigError(str(exc)) from exc
+    session = build_session(profile, region)
     if not session.region_name:
         raise ConfigError("no AWS region: pass --region or set AWS_REGION / AWS_DEFAULT_REGION")
     return session

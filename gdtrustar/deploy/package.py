@@ -149,7 +149,11 @@ class DependencyBuilder:
             (work / "site" / ".complete").write_text(self.cache_key(target))
             if final.exists():  # another process won the race; its result is as good as ours
                 return final
-            os.replace(work / "site", final)
+            try:
+                os.replace(work / "site", final)
+            except OSError:  # ... or won it just now
+                if not (final / ".complete").is_file():
+                    raise
         finally:
             shutil.rmtree(work, ignore_errors=True)
         return final
