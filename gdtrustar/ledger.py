@@ -41,10 +41,6 @@ CREATE TABLE IF NOT EXISTS deliveries (
     delivered_at REAL NOT NULL,
     PRIMARY KEY (station, enclave_id, finding_id)
 );
-CREATE TABLE IF NOT EXISTS recent_calls (
-    station TEXT NOT NULL,
-    at REAL NOT NULL
-);
 CREATE TABLE IF NOT EXISTS bookmarks (
     partition_key TEXT PRIMARY KEY,
     value TEXT NOT NULL,
@@ -221,16 +217,6 @@ class Ledger:
         """Remember an object whose every finding was delivered (committed with the next batch)."""
         self._writes.append(("INSERT OR REPLACE INTO objects VALUES (?, ?, ?, ?, ?)",
                              (f"{self.station}|{scope}", bucket, key, etag, time.time())))
-
-    def recent_calls(self, since: float) -> list[float]:
-        """Wall-clock times of this Station's calls after ``since`` (made by earlier runs)."""
-        rows = self.conn.execute("SELECT at FROM recent_calls WHERE station=? AND at>?", (self.station, since))
-        return [row[0] for row in rows]
-
-    def save_calls(self, times: list[float]) -> None:
-        """Replace the remembered call times (only the last minute's matter to the pacer)."""
-        self._writes.append(("DELETE FROM recent_calls WHERE station=?", (self.station,)))
-        self._writes.extend(("INSERT INTO recent_calls VALUES (?, ?)", (self.station, t)) for t in times)
 
     @property
     def pending(self) -> int:

@@ -95,7 +95,7 @@ def sim_like_settings():
 
 @pytest.fixture(scope="session")
 def package() -> LambdaPackage:
-    """The default target's zip, built once per session (a build compresses ~6 MB at level 9)."""
+    """The default target's zip, built once per session (a build compresses ~6 MB)."""
     return build_package(BuildTarget("python3.13", "x86_64"))
 
 

@@ -58,7 +58,7 @@ RECIPE_VERSION = "1"
 _DIST_INFO_KEEP = frozenset({"METADATA", "top_level.txt", "entry_points.txt"})
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 _ZIP_MODE = 0o100644 << 16
-_ZIP_LEVEL = 9
+_ZIP_LEVEL = 6  # zlib's default: 4x faster than 9 on this zip (0.19 vs 0.81 s) for 0.5% more bytes
 # bin/: console scripts with this machine's shebang; tests/: trustar's sdist installs its own tests.
 _NOT_SHIPPED = frozenset({"bin", "tests", ".complete"})
 _SOURCE_SUFFIXES = frozenset({".py", ".json", ".typed"})
