@@ -26,7 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterator, Optional
 
-from gdtrustar.aws import RETRY_CONFIG
+from gdtrustar.aws import retry_config
 from gdtrustar.checkpoint import Checkpoint
 from gdtrustar.errors import ConfigError
 from gdtrustar.items import Item, items_from, reread_reference
@@ -73,7 +73,7 @@ def s3_client(session: Session) -> S3Client:
     from botocore.config import Config
 
     return session.client("s3", region_name=session.region_name or "us-east-1",
-                          config=Config(retries=RETRY_CONFIG))
+                          config=Config(retries=retry_config()))
 
 
 class S3Export:

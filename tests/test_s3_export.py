@@ -310,6 +310,16 @@ def test_other_s3_errors_are_retried_by_botocore(s3cli, proxy, export):
     assert proxy.count("GetObject", 503) == 2 and proxy.count("GetObject", 200) == 1
 
 
+def test_aws_max_attempts_bounds_the_s3_retries(s3cli, proxy, export):
+    export.put([make_finding(i) for i in range(5)])
+    proxy.fail_next(3, "GetObject", 503, "SlowDown")
+    result = s3cli("send", "--dry-run", "--json", export.url(), env={"AWS_MAX_ATTEMPTS": "2"})
+    assert result.code == 1, result.stderr
+    assert proxy.count("GetObject", 503) == 2 and proxy.count("GetObject", 200) == 0  # gave up after 2 attempts
+    ours = [line for line in result.stderr.splitlines() if line.startswith("gdtrustar:")]
+    assert any("SlowDown" in line and export.bucket in line for line in ours), ours
+
+
 def test_connection_cut_mid_object_resumes_with_a_ranged_get(s3cli, proxy, export, sim):
     findings = [make_finding(i) for i in range(40)]
     export.put(findings)
