@@ -202,6 +202,18 @@ def cli(tmp_path: Path) -> Cli:
     return Cli(tmp_path)
 
 
+@pytest.fixture(scope="module")
+def moto_url() -> Iterator[str]:
+    """moto in server mode on 127.0.0.1, one per test module (each module's resources stay its own)."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
 @pytest.fixture
 def sim():
     from tests.sims.station import StationSim

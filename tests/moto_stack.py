@@ -1,5 +1,7 @@
 """A gdtrustar stack in moto without building the Lambda zip: for redrive and --via-queue tests.
 
+The ``moto_url`` fixture (moto in server mode, one per test module) is in ``tests/conftest.py``.
+
 The stack is the real template (``build_template``) created through moto's CloudFormation, with a
 placeholder zip. Its event source mapping is then disabled: moto would otherwise try to run the
 function in Docker for every message that reaches the buffer queue. The tests stand in for the
@@ -12,30 +14,35 @@ import io
 import json
 import uuid
 import zipfile
-from typing import Iterator
 
 import boto3
-import pytest
 
 from gdtrustar.deploy.template import StackSpec, build_template, template_body
 
 REGION = "us-east-1"
 
 
-@pytest.fixture(scope="module")
-def moto_url() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
 def client(moto_url: str, name: str, region: str = REGION):
     return boto3.client(name, endpoint_url=moto_url, region_name=region,
                         aws_access_key_id="testing", aws_secret_access_key="testing")
+
+
+def queue_messages(moto_url: str, name: str, region: str = REGION) -> list:
+    """Every message in the queue ``name``, which stays there (visible again after the read)."""
+    sqs = client(moto_url, "sqs", region)
+    url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
+    out: list = []
+    while True:
+        got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0,
+                                  VisibilityTimeout=300).get("Messages", [])
+        if not got:
+            break
+        out += got
+    for start in range(0, len(out), 10):
+        sqs.change_message_visibility_batch(QueueUrl=url, Entries=[
+            {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": 0}
+            for i, m in enumerate(out[start:start + 10])])
+    return out
 
 
 def create_stack(moto_url: str, name: str, region: str = REGION, template: str = "", **parameters: str) -> dict:

@@ -20,10 +20,17 @@ from tests.sims.station import make_limiter
 
 @dataclass
 class Clock:
+    """A scripted monotonic clock; sleeping advances it."""
+
     now: float = 1000.0
+    slept: list = field(default_factory=list)
 
     def __call__(self) -> float:
         return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
 
 
 @dataclass

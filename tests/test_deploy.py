@@ -58,17 +58,6 @@ def run_deploy(tmp_path: Path, *args: str, env: Optional[dict] = None, in_child:
 
 
 @pytest.fixture(scope="module")
-def moto_url():
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def aws(moto_url):
     """``aws("s3")``: a client of moto's server, one per service (making one costs ~50 ms)."""
     clients: dict = {}

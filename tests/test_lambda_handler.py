@@ -13,17 +13,6 @@ from tests.sims.guardduty import make_finding, to_eventbridge
 
 
 @pytest.fixture
-def moto_url():
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
-@pytest.fixture
 def lambda_env(monkeypatch, sim, moto_url):
     import boto3
 

@@ -20,22 +20,9 @@ from tests.sims.station import make_limiter
 MODELS = ("fixed", "sliding", "bucket")
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.slept: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
-
-
 def paced(per_minute: float, calls: int) -> tuple[Pacer, list[float]]:
     """Make ``calls`` paced calls one after another on a scripted clock; return the pacer and the times."""
-    clock = FakeClock()
+    clock = pacesim.Clock()
     pacer = Pacer(per_minute, clock=clock, sleep=clock.sleep)
     times = []
     for _ in range(calls):
@@ -69,7 +56,7 @@ def test_latency_jitter_of_a_fifth_of_a_second_costs_no_429_at_120_a_minute(mode
 
 
 def test_threads_sharing_the_pacer_never_exceed_it():
-    clock = FakeClock()
+    clock = pacesim.Clock()
     pacer = Pacer(120, clock=clock, sleep=lambda s: None)
     slots: list[float] = []
     lock = threading.Lock()
@@ -103,7 +90,7 @@ def test_back_to_back_runs_continue_one_schedule(model):
 
 
 def test_a_seeded_pacer_waits_for_the_earlier_runs_budget():
-    clock = FakeClock()
+    clock = pacesim.Clock()
     pacer = Pacer(60, clock=clock, sleep=clock.sleep)
     pacer.seed([10.0 - i * 0.01 for i in range(pacer.budget)])  # a whole budget spent 10 s ago
     assert pacer.book().slot == pytest.approx(clock.now - 10.0 + SPAN)  # when the first of them leaves the window
@@ -139,7 +126,7 @@ def test_a_run_configured_far_above_the_limit_settles_at_80_percent_and_stays(mo
 
 
 def test_a_429_pauses_everyone_once_and_concurrent_429s_extend_the_pause():
-    clock = FakeClock()
+    clock = pacesim.Clock()
     pacer = Pacer(600, clock=clock, sleep=clock.sleep)
     tickets = [pacer.book() for _ in range(8)]
     pacer.congested(tickets[0], 4.0)
@@ -150,7 +137,7 @@ def test_a_429_pauses_everyone_once_and_concurrent_429s_extend_the_pause():
 
 
 def test_the_pace_is_cut_once_per_congestion_event():
-    clock = FakeClock()
+    clock = pacesim.Clock()
     pacer = Pacer(600, clock=clock, sleep=clock.sleep)
     before = pacer.control.at(clock.now)
     tickets = [pacer.book() for _ in range(8)]
@@ -164,7 +151,7 @@ def test_the_pace_is_cut_once_per_congestion_event():
 
 
 def test_the_pace_recovers_within_a_window_of_clean_calls_and_no_burst_follows_a_pause():
-    clock = FakeClock()
+    clock = pacesim.Clock()
     pacer = Pacer(600, clock=clock, sleep=clock.sleep)
     full = pacer.control.at(clock.now)
     pacer.congested(pacer.book(), 2.0)
@@ -176,7 +163,7 @@ def test_the_pace_recovers_within_a_window_of_clean_calls_and_no_burst_follows_a
 
 
 def test_evidence_sets_the_pace_after_the_first_429_of_a_window_server():
-    clock = FakeClock()
+    clock = pacesim.Clock()
     pacer = Pacer(60_000, clock=clock, sleep=clock.sleep)
     for _ in range(600):  # Station took 600 calls in the first few seconds
         pacer.accepted(pacer.book())
@@ -187,7 +174,7 @@ def test_evidence_sets_the_pace_after_the_first_429_of_a_window_server():
 
 # -- deadlines, interruptions, back-off ----------------------------------------------------------------
 def test_a_wait_past_the_deadline_raises_at_once_without_sleeping():
-    clock = FakeClock()
+    clock = pacesim.Clock()
     pacer = Pacer(600, clock=clock, sleep=clock.sleep)
     pacer.congested(pacer.acquire(), 100.0)
     with pytest.raises(DeadlineExceededError):

@@ -16,7 +16,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from tests.moto_stack import client, create_stack, moto_url  # noqa: F401  -- module-scoped fixture
+from tests.moto_stack import client, create_stack, queue_messages
 from tests.sims.guardduty import make_finding, to_eventbridge
 from tests.sims.sqs_moves import SqsMoveProxy
 
@@ -30,13 +30,13 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # moto: "not sup
 
 
 @pytest.fixture
-def proxy(moto_url):  # noqa: F811
+def proxy(moto_url):
     with SqsMoveProxy(moto_url, step=3) as server:
         yield server
 
 
 @pytest.fixture
-def redrive(cli, moto_url, proxy):  # noqa: F811
+def redrive(cli, moto_url, proxy):
     cli.env.update({"AWS_ENDPOINT_URL": moto_url, "AWS_ENDPOINT_URL_SQS": proxy.url})
 
     def run(*args: str):
@@ -44,19 +44,11 @@ def redrive(cli, moto_url, proxy):  # noqa: F811
     return run
 
 
-def _bodies(moto_url, name: str) -> list:  # noqa: F811
-    sqs = client(moto_url, "sqs")
-    url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
-    out = []
-    while True:
-        got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0,
-                                  VisibilityTimeout=60).get("Messages", [])
-        if not got:
-            return sorted(out)
-        out += [m["Body"] for m in got]
+def _bodies(moto_url, name: str) -> list:
+    return sorted(m["Body"] for m in queue_messages(moto_url, name))
 
 
-def _fill_dlq(moto_url, name: str, n: int) -> list:  # noqa: F811
+def _fill_dlq(moto_url, name: str, n: int) -> list:
     sqs = client(moto_url, "sqs")
     url = sqs.get_queue_url(QueueName=f"{name}-dlq")["QueueUrl"]
     bodies = [json.dumps(to_eventbridge(make_finding(i))) for i in range(n)]
@@ -65,7 +57,7 @@ def _fill_dlq(moto_url, name: str, n: int) -> list:  # noqa: F811
     return sorted(bodies)
 
 
-def test_redrive_moves_the_dead_letter_queue_back_with_sqs_own_task(redrive, moto_url, proxy):  # noqa: F811
+def test_redrive_moves_the_dead_letter_queue_back_with_sqs_own_task(redrive, moto_url, proxy):
     outputs = create_stack(moto_url, "gdt-redrive")
     bodies = _fill_dlq(moto_url, "gdt-redrive", 7)
     res = redrive("--function-name", "gdt-redrive")
@@ -87,7 +79,7 @@ def test_redrive_moves_the_dead_letter_queue_back_with_sqs_own_task(redrive, mot
     assert (task.source_arn, task.destination_arn) == (outputs["DeadLetterQueueArn"], outputs["BufferQueueArn"])
 
 
-def test_dry_run_counts_only(redrive, moto_url, proxy):  # noqa: F811
+def test_dry_run_counts_only(redrive, moto_url, proxy):
     outputs = create_stack(moto_url, "gdt-redrive-dry")
     bodies = _fill_dlq(moto_url, "gdt-redrive-dry", 4)
     res = redrive("--function-name", "gdt-redrive-dry", "--dry-run")
@@ -98,14 +90,14 @@ def test_dry_run_counts_only(redrive, moto_url, proxy):  # noqa: F811
     assert _bodies(moto_url, "gdt-redrive-dry-dlq") == bodies
 
 
-def test_an_empty_dead_letter_queue_is_nothing_to_do(redrive, moto_url, proxy):  # noqa: F811
+def test_an_empty_dead_letter_queue_is_nothing_to_do(redrive, moto_url, proxy):
     create_stack(moto_url, "gdt-redrive-empty")
     res = redrive("--function-name", "gdt-redrive-empty")
     assert res.code == 0 and "nothing to redrive" in res.stderr, res.stderr
     assert "StartMessageMoveTask" not in proxy.operations
 
 
-def test_a_failed_move_is_exit_1_with_the_reason_and_the_rest_stays(redrive, moto_url, proxy):  # noqa: F811
+def test_a_failed_move_is_exit_1_with_the_reason_and_the_rest_stays(redrive, moto_url, proxy):
     create_stack(moto_url, "gdt-redrive-fail")
     _fill_dlq(moto_url, "gdt-redrive-fail", 5)
     proxy.fail_next(after=2, reason="AccessDenied: kms:GenerateDataKey")
@@ -117,7 +109,7 @@ def test_a_failed_move_is_exit_1_with_the_reason_and_the_rest_stays(redrive, mot
     assert len(_bodies(moto_url, "gdt-redrive-fail-buffer")) == 2
 
 
-def test_a_move_already_running_is_followed_not_started_twice(redrive, moto_url, proxy):  # noqa: F811
+def test_a_move_already_running_is_followed_not_started_twice(redrive, moto_url, proxy):
     outputs = create_stack(moto_url, "gdt-redrive-busy")
     _fill_dlq(moto_url, "gdt-redrive-busy", 5)
     other = boto3.client("sqs", endpoint_url=proxy.url, region_name="us-east-1",  # another operator
@@ -130,7 +122,7 @@ def test_a_move_already_running_is_followed_not_started_twice(redrive, moto_url,
     assert _bodies(moto_url, "gdt-redrive-busy-dlq") == []
 
 
-def test_a_stack_from_before_the_queue_or_no_stack_is_one_line(redrive, moto_url):  # noqa: F811
+def test_a_stack_from_before_the_queue_or_no_stack_is_one_line(redrive, moto_url):
     # moto's state is per process, shared by every module's server: a name of its own (test_deploy has gdt-old)
     old = (FIXTURES / "stack-before-queue.json").read_text().replace("gdt-old", "gdt-redrive-old")
     create_stack(moto_url, "gdt-redrive-old", template=old)

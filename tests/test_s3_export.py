@@ -32,17 +32,6 @@ KMS_DENIED = ("User: arn:aws:iam::111122223333:user/reader is not authorized to 
               "identity-based policy allows the kms:Decrypt action")
 
 
-@pytest.fixture(scope="module")
-def moto_url():
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
 @pytest.fixture
 def proxy(moto_url):
     with S3Proxy(moto_url) as p:

@@ -35,6 +35,7 @@ from gdtrustar.retrying import FINDING_DEADLINE, MAX_SERVER_WAIT, Retrier
 from gdtrustar.settings import Settings
 from gdtrustar.sources import Document
 from gdtrustar.writer import Payload, Writer, WriteResult, digest
+from tests.pacesim import Clock
 from tests.sims.guardduty import make_finding
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -163,21 +164,6 @@ def test_v13_payload_sends_an_empty_time_as_null():
 
 
 # -- the retry loop knows error classes and the pacer, not a wire ----------------------------------------
-class Clock:
-    """A scripted monotonic clock; sleeping advances it."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.slept: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
-
-
 def retrier(clock: Clock, attempts: int = 4) -> Retrier:
     pacer = Pacer(600_000, clock=clock, sleep=clock.sleep)
     return Retrier(pacer, Backoff(base=1, cap=1, attempts=attempts, rand=lambda: 1.0), clock.sleep)

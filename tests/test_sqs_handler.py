@@ -12,37 +12,21 @@ import json
 import logging
 import uuid
 
-import boto3
 import pytest
 
 from gdtrustar import errors, lambda_handler
 from tests.conftest import base_env
+from tests.moto_stack import client
 from tests.sims.guardduty import make_finding, to_eventbridge
 from tests.sims.lambda_sqs import FakeContext, receive, run_copies, settle, sqs_event
 
 REGION = "us-east-1"
 
 
-@pytest.fixture(scope="module")
-def moto_url():
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
-def _client(moto_url: str, name: str):
-    return boto3.client(name, endpoint_url=moto_url, region_name=REGION,
-                        aws_access_key_id="testing", aws_secret_access_key="testing")
-
-
 @pytest.fixture
 def queues(moto_url):
     """A buffer queue redriving to a dead-letter queue after 3 receives, as the stack makes them."""
-    sqs = _client(moto_url, "sqs")
+    sqs = client(moto_url, "sqs")
     name = f"q{uuid.uuid4().hex[:10]}"
     dlq = sqs.create_queue(QueueName=f"{name}-dlq")["QueueUrl"]
     dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
@@ -57,7 +41,7 @@ def queues(moto_url):
 def function_env(moto_url, sim):
     """The function's environment as the stack sets it (secret in Secrets Manager on moto)."""
     credentials = json.dumps({"api_key": "test-key", "api_secret": "test-secret"})
-    arn = _client(moto_url, "secretsmanager").create_secret(Name=f"gdt-{uuid.uuid4().hex}",
+    arn = client(moto_url, "secretsmanager").create_secret(Name=f"gdt-{uuid.uuid4().hex}",
                                                             SecretString=credentials)["ARN"]
     return {"AWS_ENDPOINT_URL": moto_url, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
             "AWS_DEFAULT_REGION": REGION, "TRUSTAR_SECRET_ARN": arn, "TRUSTAR_API_ENDPOINT": sim.api_endpoint,

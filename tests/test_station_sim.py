@@ -16,6 +16,7 @@ import pytest
 import requests
 from trustar import Report, TruStar
 
+from tests.pacesim import Clock
 from tests.sims.station import TOO_MANY_INDICATORS, StationSim, count_indicators
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -456,7 +457,7 @@ def test_outage_by_calls_and_drop_mode(sim, ts):
 
 
 def test_outage_by_seconds_with_fake_clock():
-    clock = FakeClock()
+    clock = Clock()
     with StationSim(clock=clock) as sim:
         tok = token(sim)
         sim.outage(seconds=5)
@@ -486,16 +487,8 @@ def test_random_faults_seeded_and_disable(sim):
     assert a != pattern(8)
 
 
-class FakeClock:
-    def __init__(self):
-        self.now = 1000.0
-
-    def __call__(self):
-        return self.now
-
-
 def test_quota_sliding_window():
-    clock = FakeClock()
+    clock = Clock()
     with StationSim(quota_per_minute=3, window_seconds=60, clock=clock) as sim:
         tok = token(sim)
         for _ in range(3):

@@ -19,7 +19,7 @@ from gdtrustar.findings import normalize
 from gdtrustar.items import Item
 from gdtrustar.via_queue import QueueSender
 from tests.conftest import base_env
-from tests.moto_stack import client, create_stack, moto_url  # noqa: F401  -- module-scoped fixture
+from tests.moto_stack import client, create_stack, queue_messages
 from tests.sims.guardduty import GuardDutyEmulator, make_finding, to_eventbridge
 from tests.sims.lambda_sqs import run_copies
 from tests.sims.sqs_moves import SqsMoveProxy
@@ -39,13 +39,13 @@ def gd():
 
 
 @pytest.fixture
-def proxy(moto_url):  # noqa: F811
+def proxy(moto_url):
     with SqsMoveProxy(moto_url) as server:
         yield server
 
 
 @pytest.fixture
-def aws_cli(cli, gd, moto_url, proxy):  # noqa: F811
+def aws_cli(cli, gd, moto_url, proxy):
     cli.env.update({"AWS_ENDPOINT_URL": moto_url, "AWS_ENDPOINT_URL_SQS": proxy.url,
                     "AWS_ENDPOINT_URL_GUARDDUTY": gd.url})
     return cli
@@ -55,26 +55,8 @@ def _seed(gd, region: str, findings: list) -> None:
     gd.add_findings(region, gd.add_detector(region), findings)
 
 
-def _drain(moto_url, name: str) -> list:  # noqa: F811
-    """Every message in the queue, which stays there (visible again after the read)."""
-    sqs = client(moto_url, "sqs")
-    url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
-    out = []
-    while True:
-        got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0,
-                                  VisibilityTimeout=300).get("Messages", [])
-        if not got:
-            break
-        out += got
-    for start in range(0, len(out), 10):
-        sqs.change_message_visibility_batch(QueueUrl=url, Entries=[
-            {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": 0}
-            for i, m in enumerate(out[start:start + 10])])
-    return out
-
-
 def test_via_queue_queues_eventbridge_bodies_ten_a_call_and_the_function_delivers_them(
-        aws_cli, gd, sim, moto_url, proxy, tmp_path):  # noqa: F811
+        aws_cli, gd, sim, moto_url, proxy, tmp_path):
     create_stack(moto_url, "gdt-vq", EnclaveIds="enc-a,enc-b", MaxRate="30")
     findings = [make_finding(i) for i in range(25)]
     _seed(gd, "us-east-1", findings)
@@ -84,7 +66,7 @@ def test_via_queue_queues_eventbridge_bodies_ten_a_call_and_the_function_deliver
     assert proxy.operations.count("SendMessageBatch") == 3 and "SendMessage" not in proxy.operations
     assert ("gdtrustar: the buffer queue of gdt-vq holds about 25 findings; they drain in about 2 min at the "
             "stack's budget of 30 calls/min, 2 calls each, with or without this machine") in res.stderr
-    bodies = [json.loads(m["Body"]) for m in _drain(moto_url, "gdt-vq-buffer")]
+    bodies = [json.loads(m["Body"]) for m in queue_messages(moto_url, "gdt-vq-buffer")]
     assert sorted(b["detail"]["id"] for b in bodies) == sorted(f["id"] for f in findings)
     for body in bodies:  # exactly what EventBridge sends: the envelope and the camelCase finding
         assert (body["detail-type"], body["source"], body["version"]) == ("GuardDuty Finding", "aws.guardduty", "0")
@@ -109,7 +91,7 @@ def test_via_queue_queues_eventbridge_bodies_ten_a_call_and_the_function_deliver
 
 
 def test_a_finding_over_the_queue_limit_is_one_line_and_goes_to_the_failures_file(
-        aws_cli, gd, moto_url, tmp_path):  # noqa: F811
+        aws_cli, gd, moto_url, tmp_path):
     outputs = create_stack(moto_url, "gdt-vq-big")
     client(moto_url, "sqs").set_queue_attributes(QueueUrl=outputs["BufferQueueUrl"],
                                                  Attributes={"MaximumMessageSize": "262144"})
@@ -125,12 +107,13 @@ def test_a_finding_over_the_queue_limit_is_one_line_and_goes_to_the_failures_fil
     assert "is over the queue's limit of 262144 bytes; send it directly with gdtrustar send" in problems[0]
     (record,) = [json.loads(line) for line in failures.read_text().splitlines()]
     assert record["finding"]["id"] == big["id"] and len(record["finding"]["description"]) == 300_000
-    assert sorted(json.loads(m["Body"])["detail"]["id"] for m in _drain(moto_url, "gdt-vq-big-buffer")) == sorted(
+    queued = queue_messages(moto_url, "gdt-vq-big-buffer")
+    assert sorted(json.loads(m["Body"])["detail"]["id"] for m in queued) == sorted(
         [make_finding(0)["id"], make_finding(2)["id"]])
 
 
 def test_the_same_finding_is_queued_once_per_run_unless_newer_and_batches_respect_the_byte_limit(
-        moto_url, proxy):  # noqa: F811
+        moto_url, proxy):
     sqs = client(moto_url, "sqs")
     url = sqs.create_queue(QueueName="vq-unit", Attributes={"MaximumMessageSize": "12000"})["QueueUrl"]
     outcomes = []
@@ -147,10 +130,10 @@ def test_the_same_finding_is_queued_once_per_run_unless_newer_and_batches_respec
     size = max(len(json.dumps(to_eventbridge(make_finding(i)))) for i in range(1, 9))
     per_call = 12000 // size
     assert proxy.operations.count("SendMessageBatch") == -(-9 // per_call)  # packed up to the byte limit
-    assert len(_drain(moto_url, "vq-unit")) == 9
+    assert len(queue_messages(moto_url, "vq-unit")) == 9
 
 
-def test_entries_sqs_fails_are_retried_and_entries_it_refuses_are_listed(moto_url, proxy):  # noqa: F811
+def test_entries_sqs_fails_are_retried_and_entries_it_refuses_are_listed(moto_url, proxy):
     url = client(moto_url, "sqs").create_queue(QueueName="vq-faults")["QueueUrl"]
     through_proxy = boto3.client("sqs", endpoint_url=proxy.url, region_name="us-east-1",
                                  aws_access_key_id="testing", aws_secret_access_key="testing")
@@ -166,7 +149,7 @@ def test_entries_sqs_fails_are_retried_and_entries_it_refuses_are_listed(moto_ur
     sender.flush()
     assert outcomes[-1].action == "failed" and "InvalidMessageContents" in outcomes[-1].error
     assert outcomes[-1].finding["id"] == make_finding(9)["id"]
-    assert len(_drain(moto_url, "vq-faults")) == 3
+    assert len(queue_messages(moto_url, "vq-faults")) == 3
 
 
 def test_via_queue_with_dry_run_stays_a_direct_dry_run_and_sends_nothing(aws_cli, gd, proxy):
@@ -188,7 +171,7 @@ def test_via_queue_without_a_stack_is_one_line(aws_cli, gd):
 REGION_B = "eu-west-2"  # stacks of the budget tests live alone in this region
 
 
-def test_direct_backfill_warns_once_when_a_stack_spends_the_same_key(aws_cli, gd, sim, moto_url):  # noqa: F811
+def test_direct_backfill_warns_once_when_a_stack_spends_the_same_key(aws_cli, gd, sim, moto_url):
     aws_cli.station(sim)
     create_stack(moto_url, "gdt-same-key", region=REGION_B, MaxRate="45",
                  KeyFingerprint=key_fingerprint(sim.api_endpoint, "test-key"))
@@ -208,7 +191,7 @@ def test_direct_backfill_warns_once_when_a_stack_spends_the_same_key(aws_cli, gd
     assert quiet.code == 0 and "warning:" not in quiet.stderr, quiet.stderr
 
 
-def test_a_stack_whose_key_is_unknown_may_share_it_and_a_dry_run_never_asks(aws_cli, gd, sim, moto_url):  # noqa: F811
+def test_a_stack_whose_key_is_unknown_may_share_it_and_a_dry_run_never_asks(aws_cli, gd, sim, moto_url):
     aws_cli.station(sim)
     region = "ap-south-1"
     create_stack(moto_url, "gdt-byo-secret", region=region, MaxRate="20")  # deployed with --secret-arn only
